@@ -1,0 +1,38 @@
+# spine-seg: `make demo` runs the app on a generated sample study; `make test` runs the test suite.
+# Both create the virtual environment (.venv) on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
+DEMO   := demo
+
+.PHONY: venv demo test bench models package clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/python tools/phantom.py --seed 7 --fov lumbar --slice-thickness 3.5 --pixel 0.6 --out $(DEMO)/study
+	$(BIN)/python app -i $(DEMO)/study/dicom -o $(DEMO)/output
+	@echo
+	@echo "Demo study (phantom DICOM):  $(DEMO)/study/dicom"
+	@echo "DICOM SEG:                   $$(ls $(DEMO)/output/*_seg.dcm)"
+	@echo "Label map (NIfTI):           $$(ls $(DEMO)/output/*_labels.nii.gz)"
+	@echo "Report:                      $(DEMO)/output/report.json"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+# Re-train the bundled phantom models (about 40 minutes on 2 CPU cores).
+models: $(STAMP)
+	$(BIN)/python tools/train_phantom_models.py --out models
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

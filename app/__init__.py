@@ -1,0 +1,1 @@
+"""The spine-seg MONAI Deploy application (``python app -i IN -o OUT [-m MODELS]``)."""

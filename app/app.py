@@ -1,0 +1,143 @@
+"""spine-seg: spine MRI (DICOM) -> TotalSpineSeg -> DICOM SEG, as a MONAI Deploy application.
+
+Graph::
+
+    DICOMScan -> SpineSeriesSelector -> TotalSpineSeg -> SpineSEGWriter -> Delivery -> Report
+
+Paths come from ``-i/-o/-m`` or, as in a MAP container, from HOLOSCAN_INPUT_PATH,
+HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH; ``-m`` defaults to the bundled ``models/``.
+Whatever happens, ``report.json`` is written to the output folder and the exit status says how
+the run ended (see ``spineseg.errors``).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from spineseg import APP_NAME, __version__  # noqa: E402
+from spineseg.errors import EXIT_USAGE, InputError, SpineSegError  # noqa: E402
+from spineseg.pipeline import DEFAULT_MODELS, AppConfig, run_all  # noqa: E402
+from spineseg.report import RunReport  # noqa: E402
+
+log = logging.getLogger("spineseg")
+APP_YAML = ROOT / "app.yaml"
+
+
+def _preload_cuda_runtime() -> None:
+    """Holoscan's wheels link libcudart.so.13 even on CPU-only hosts; the pip package
+    nvidia-cuda-runtime ships it. Loading it by path first spares every user LD_LIBRARY_PATH."""
+    import importlib.util
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        lib = Path(base) / "cu13" / "lib" / "libcudart.so.13"
+        if lib.exists():
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            return
+
+
+def build_application(config: AppConfig, report: RunReport):
+    """The Holoscan application object (imported lazily: Holoscan is heavy)."""
+    _preload_cuda_runtime()
+    from holoscan.conditions import CountCondition
+    from monai.deploy.core import Application
+
+    from operators import (DeliveryOperator, DICOMScanOperator, ReportOperator, SpineSEGWriterOperator,
+                           SpineSeriesSelectorOperator, TotalSpineSegOperator)
+
+    class SpineSegApp(Application):
+        name = APP_NAME
+        description = "Segments and labels vertebrae, discs, spinal cord and canal in spine MRI (TotalSpineSeg)."
+        version = __version__
+
+        def compose(self):
+            common = dict(config=config, report=report)
+            scan = DICOMScanOperator(self, CountCondition(self, 1), name="dicom_scan", **common)
+            select = SpineSeriesSelectorOperator(self, name="series_selector", **common)
+            infer = TotalSpineSegOperator(self, name="totalspineseg", **common)
+            write = SpineSEGWriterOperator(self, name="seg_writer", **common)
+            deliver = DeliveryOperator(self, name="delivery", **common)
+            self.report_op = ReportOperator(self, name="report", report=report)
+            self.add_flow(scan, select, {("scan", "scan")})
+            self.add_flow(select, infer, {("series", "series")})
+            self.add_flow(infer, write, {("results", "results")})
+            self.add_flow(write, deliver, {("written", "written")})
+            self.add_flow(deliver, self.report_op, {("delivered", "delivered")})
+
+    return SpineSegApp()
+
+
+def load_settings(path: Path = APP_YAML) -> dict:
+    import yaml
+    if not path.exists():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("spineseg", {}) or {}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python app", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-i", "--input", type=Path, default=os.environ.get("HOLOSCAN_INPUT_PATH"),
+                   help="folder with the study's DICOM files (env HOLOSCAN_INPUT_PATH)")
+    p.add_argument("-o", "--output", type=Path, default=os.environ.get("HOLOSCAN_OUTPUT_PATH"),
+                   help="output folder (env HOLOSCAN_OUTPUT_PATH)")
+    p.add_argument("-m", "--model", type=Path, default=os.environ.get("HOLOSCAN_MODEL_PATH") or DEFAULT_MODELS,
+                   help="models folder in nnU-Net results layout (env HOLOSCAN_MODEL_PATH; default: bundled models/)")
+    p.add_argument("-w", "--workdir", type=Path, default=os.environ.get("HOLOSCAN_WORKDIR"),
+                   help="accepted for MONAI Deploy compatibility; spine-seg writes no intermediate files")
+    p.add_argument("-l", "--log-level", default=os.environ.get("SPINESEG_LOG_LEVEL", "INFO"))
+    p.add_argument("--engine", choices=["holoscan", "plain"], default=os.environ.get("SPINESEG_ENGINE", "holoscan"),
+                   help="run the Holoscan graph (default) or the same stages as plain calls")
+    p.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    a = p.parse_args(argv)
+    if a.input is None or a.output is None:
+        p.error("the input (-i or HOLOSCAN_INPUT_PATH) and output (-o or HOLOSCAN_OUTPUT_PATH) folders are required")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code != 2 else EXIT_USAGE
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = RunReport(output)
+    report.input["path"] = str(args.input)
+    log.info("%s %s: input %s -> output %s (models %s)", APP_NAME, __version__, args.input, output, args.model)
+    error: BaseException | None = None
+    try:
+        config = AppConfig.from_settings(args.input, output, args.model, load_settings())
+        if config.input_dir.resolve() == output.resolve():
+            raise InputError("OUTPUT_IS_INPUT", "The output folder is the input folder; use a separate folder so "
+                             "results never mix with the study.")
+        if args.engine == "plain":
+            run_all(config, report)
+        else:
+            app = build_application(config, report)
+            app.run()
+            if not app.report_op.completed:
+                raise SpineSegError("GRAPH_INCOMPLETE", "The application graph stopped before its last operator.")
+    except SpineSegError as exc:
+        error = exc
+        log.error("%s: %s", exc.code, exc.message)
+    except Exception as exc:  # anything else is a bug: report it, keep the traceback in the log
+        error = exc
+        log.error("internal error: %s\n%s", exc, traceback.format_exc())
+    code = report.finish(error)
+    log.info("finished: %s (exit %d); report %s", "succeeded" if error is None else "failed", code,
+             output / "report.json")
+    if error is None:
+        for rel in report.outputs:
+            log.info("output: %s", output / rel)
+    return code

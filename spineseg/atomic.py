@@ -1,0 +1,38 @@
+"""Atomic file output: a consumer watching the output folder never sees a partial file.
+
+Each file is written to a hidden temporary name in the same folder, flushed to disk, then renamed
+over the final name (``os.replace`` is atomic on POSIX within one file system).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` then move ``tmp_path`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    return write_atomic(path, lambda p: p.write_bytes(data))
+
+
+def write_json_atomic(path: Path, obj) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))

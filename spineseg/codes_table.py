@@ -1,0 +1,152 @@
+"""Coded concepts for the DICOM Segmentation (SEG) writer.
+
+Maps each TotalSpineSeg final-output label value to the coded concepts a SEG
+segment needs (Segmented Property Category / Type, optional Anatomic Region)
+plus a label and a recommended display colour.
+
+Sources (every SCT code below was checked against at least one of these):
+
+* DICOM PS3.16, as encoded in pydicom 3.0.2 (``pydicom/sr/_concepts_dict.py``
+  and ``_cid_dict.py``, installed in this project's venv):
+    - CID 7150 "Segmentation Property Category": Anatomical Structure is
+      SCT 91723000.
+    - CID 7603 "Vertebra": a distinct concept for each of C1..L5.
+    - CID 7604 "Intervertebral Disc": a distinct concept for each level from
+      C2/C3 to L5/S1. These are the disc structures themselves, not the
+      "Level of ... intervertebral disc" planes in CID 1003.
+    - CID 7151 / 7153: Spinal cord (2748008); CID 7151: Sacrum (54735007).
+    - CID 8134 "Anatomic Structure" / CID 6115: Vertebral canal (61853006).
+      This concept is not a member of CID 7151, but CID 7151 is a baseline
+      (extensible) group, so the code can still be used.
+* The same CID 7603 / 7604 / 7150 tables as rendered in
+  bvdh/dicom-terminology-in-fhir (FHIR ValueSets generated from PS3.16).
+* TotalSegmentator ``resources/totalsegmentator_snomed_mapping.csv``: it uses
+  the same vertebra codes (C1..L5), Sacrum 54735007 and Spinal cord 2748008.
+  It has no per-level disc entries.
+
+Category: the current PS3.16 CID 7150 gives SCT 91723000 "Anatomical Structure",
+and that is the code used here. Many tools (TotalSegmentator, dcmqi and Slicer
+terminology files, MONAI Label) write SCT 123037004 with the same meaning
+"Anatomical Structure". 123037004 is the SCT code mapped from the retired SRT
+code T-D000A; in SNOMED CT it is the top-level "Body structure" concept.
+Replace ``_ANATOMICAL_STRUCTURE`` if you need to match those tools.
+
+Spinal canal (label 2) is coded as SCT 61853006 "Vertebral canal". pydicom also
+lists this code under the name "Spinal canal structure". A possible alternative
+for a mask that covers CSF plus cord is CID 7153's 280401006 "Spinal
+cerebrospinal fluid pathway".
+
+Colours: vertebrae repeat a cycle of three warm tones along the whole column,
+and discs repeat a cycle of three cool tones. Neighbouring levels therefore
+never share a colour. The cord is yellow, the canal light blue and the sacrum
+brown.
+"""
+
+_ANATOMICAL_STRUCTURE = ("91723000", "SCT", "Anatomical Structure")
+
+_VERT_RGB = ((230, 110, 40), (190, 50, 60), (245, 175, 130))
+_DISC_RGB = ((0, 170, 170), (60, 90, 210), (140, 80, 200))
+
+_SRC_VERT = ("PS3.16 CID 7603 (pydicom 3.0.2 codes); "
+             "TotalSegmentator snomed mapping")
+_SRC_DISC = ("PS3.16 CID 7604 (pydicom 3.0.2 codes; "
+             "bvdh/dicom-terminology-in-fhir CID 7604)")
+
+# (label value, level name, SCT code) -- vertebrae, cranial to caudal.
+_VERTEBRAE = (
+    (11, "C1", "14806007"), (12, "C2", "39976000"), (13, "C3", "113205007"),
+    (14, "C4", "5329002"), (15, "C5", "36978003"), (16, "C6", "36054005"),
+    (17, "C7", "87391001"),
+    (21, "T1", "64864005"), (22, "T2", "53733008"), (23, "T3", "1626008"),
+    (24, "T4", "73071006"), (25, "T5", "56401006"), (26, "T6", "45296009"),
+    (27, "T7", "62487009"), (28, "T8", "11068009"), (29, "T9", "82687006"),
+    (30, "T10", "7610001"), (31, "T11", "12989004"), (32, "T12", "23215003"),
+    (41, "L1", "66794005"), (42, "L2", "14293000"), (43, "L3", "36470004"),
+    (44, "L4", "11994002"), (45, "L5", "49668003"),
+)
+
+# (label value, upper level, lower level, SCT code) -- discs, cranial to caudal.
+_DISCS = (
+    (63, "C2", "C3", "1078209008"), (64, "C3", "C4", "58820006"),
+    (65, "C4", "C5", "49400002"), (66, "C5", "C6", "73959003"),
+    (67, "C6", "C7", "75095006"), (71, "C7", "T1", "37414007"),
+    (72, "T1", "T2", "40908007"), (73, "T2", "T3", "6004007"),
+    (74, "T3", "T4", "2620004"), (75, "T4", "T5", "82965004"),
+    (76, "T5", "T6", "72692000"), (77, "T6", "T7", "74401007"),
+    (78, "T7", "T8", "28693002"), (79, "T8", "T9", "9188009"),
+    (80, "T9", "T10", "113209001"), (81, "T10", "T11", "34959001"),
+    (82, "T11", "T12", "1537001"), (91, "T12", "L1", "76206002"),
+    (92, "L1", "L2", "80064006"), (93, "L2", "L3", "67459009"),
+    (94, "L3", "L4", "62551000"), (95, "L4", "L5", "84020006"),
+    (100, "L5", "S1", "715056000"),
+)
+
+
+def _build():
+    table = {
+        1: {
+            "name": "Spinal cord",
+            "category": _ANATOMICAL_STRUCTURE,
+            "type": ("2748008", "SCT", "Spinal cord"),
+            "region": None,
+            "rgb": (255, 215, 0),
+            "source": "PS3.16 CID 7151/7153 (pydicom 3.0.2 codes); "
+                      "TotalSegmentator snomed mapping",
+        },
+        2: {
+            "name": "Spinal canal",
+            "category": _ANATOMICAL_STRUCTURE,
+            "type": ("61853006", "SCT", "Vertebral canal"),
+            "region": None,
+            "rgb": (150, 210, 250),
+            "source": "PS3.16 CID 8134/6115 (pydicom 3.0.2 "
+                      "codes.SCT.VertebralCanal); not in CID 7151",
+        },
+        50: {
+            "name": "Sacrum",
+            "category": _ANATOMICAL_STRUCTURE,
+            "type": ("54735007", "SCT", "Sacrum"),
+            "region": None,
+            "rgb": (150, 95, 60),
+            "source": "PS3.16 CID 7151 (pydicom 3.0.2 codes); "
+                      "TotalSegmentator snomed mapping",
+        },
+    }
+    for i, (label, level, code) in enumerate(_VERTEBRAE):
+        table[label] = {
+            "name": f"{level} vertebra",
+            "category": _ANATOMICAL_STRUCTURE,
+            "type": (code, "SCT", f"{level} vertebra"),
+            "region": None,
+            "rgb": _VERT_RGB[i % 3],
+            "source": _SRC_VERT,
+        }
+    for i, (label, upper, lower, code) in enumerate(_DISCS):
+        table[label] = {
+            "name": f"{upper}-{lower} intervertebral disc",
+            "category": _ANATOMICAL_STRUCTURE,
+            "type": (code, "SCT", f"{upper}/{lower} disc"),
+            "region": None,
+            "rgb": _DISC_RGB[i % 3],
+            "source": _SRC_DISC,
+        }
+    return dict(sorted(table.items()))
+
+
+STRUCTURES = _build()
+
+
+if __name__ == "__main__":
+    expected = (
+        {1, 2, 50}
+        | set(range(11, 18)) | set(range(21, 33)) | set(range(41, 46))
+        | set(range(63, 68)) | {71} | set(range(72, 83)) | {91}
+        | set(range(92, 96)) | {100}
+    )
+    assert set(STRUCTURES) == expected, sorted(set(STRUCTURES) ^ expected)
+    assert len(STRUCTURES) == len(expected) == 50
+    type_codes = [s["type"][0] for s in STRUCTURES.values()]
+    assert len(set(type_codes)) == len(type_codes), "duplicate type code"
+    for s in STRUCTURES.values():
+        assert len(s["rgb"]) == 3 and all(0 <= c <= 255 for c in s["rgb"])
+    print(f"OK: {len(STRUCTURES)} labels")

@@ -1,0 +1,251 @@
+"""Reading a DICOM study: header scan, series grouping and checked volume assembly.
+
+The scan reads headers only (``stop_before_pixels``), so memory does not grow with the size of the
+series we will not process; pixels are decoded in :func:`load_volume` for the chosen series alone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# relative tolerances for the slice stack
+SPACING_TOLERANCE = 0.05      # 5 % deviation from the median slice step is still "uniform"
+DUPLICATE_TOLERANCE_MM = 0.01
+
+
+@dataclass
+class SeriesInfo:
+    """One series as seen by the header scan (no pixel data held)."""
+
+    study_uid: str
+    series_uid: str
+    modality: str
+    description: str
+    series_number: int | None
+    files: list[Path] = field(default_factory=list)
+    headers: list[Dataset] = field(default_factory=list)
+
+    @property
+    def first(self) -> Dataset:
+        return self.headers[0]
+
+    def summary(self) -> dict:
+        """Identifiers and descriptors safe for logs and reports (no patient data)."""
+        ds = self.first
+        return {
+            "study_instance_uid": self.study_uid,
+            "series_instance_uid": self.series_uid,
+            "series_number": self.series_number,
+            "modality": self.modality,
+            "series_description": self.description,
+            "instances": len(self.files),
+            "image_type": list(getattr(ds, "ImageType", []) or []),
+            "body_part_examined": str(getattr(ds, "BodyPartExamined", "") or ""),
+        }
+
+
+@dataclass
+class ScanResult:
+    series: list[SeriesInfo]
+    files_seen: int
+    skipped: list[tuple[str, str]]     # (path, reason)
+
+
+@dataclass
+class Volume:
+    """A series assembled into a 3D array with its geometry.
+
+    ``array`` is indexed (slice, row, column) with slices sorted along the slice normal;
+    ``affine`` maps those indices to patient (LPS) millimetres; ``datasets[k]`` is the header of
+    the source instance of slice ``k``.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    datasets: list[Dataset]
+    series: SeriesInfo
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(np.linalg.norm(self.affine[:3, i])) for i in range(3))
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+
+def scan_dicom(root: Path) -> ScanResult:
+    """Find every DICOM image under ``root`` (recursively) and group it by series."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError("INPUT_NOT_FOUND", f"Input path {root} does not exist; mount or pass the folder "
+                         "that holds the study's DICOM files.", path=str(root))
+    paths = [root] if root.is_file() else sorted(
+        Path(d) / f for d, _, fs in os.walk(root) for f in fs if not f.startswith("."))
+    if not paths:
+        raise InputError("EMPTY_INPUT", f"Input folder {root} is empty; it should hold the DICOM files of "
+                         "one spine MR study.", path=str(root))
+    by_series: dict[str, SeriesInfo] = {}
+    skipped: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            skipped.append((str(path), f"not readable as DICOM ({type(exc).__name__})"))
+            continue
+        sop_class = str(getattr(ds, "SOPClassUID", "") or ds.get((0x0002, 0x0002), ""))
+        media_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        if DICOMDIR_SOP_CLASS in (sop_class, media_class) or path.name.upper() == "DICOMDIR":
+            skipped.append((str(path), "DICOMDIR (the images it indexes are scanned directly)"))
+            continue
+        series_uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        if not series_uid or not getattr(ds, "StudyInstanceUID", None):
+            skipped.append((str(path), "no StudyInstanceUID/SeriesInstanceUID"))
+            continue
+        info = by_series.get(series_uid)
+        if info is None:
+            number = getattr(ds, "SeriesNumber", None)
+            info = by_series[series_uid] = SeriesInfo(
+                study_uid=str(ds.StudyInstanceUID), series_uid=series_uid,
+                modality=str(getattr(ds, "Modality", "") or ""),
+                description=str(getattr(ds, "SeriesDescription", "") or ""),
+                series_number=int(number) if number not in (None, "") else None)
+        info.files.append(path)
+        info.headers.append(ds)
+    if not by_series:
+        raise InputError("NO_DICOM", f"No DICOM images found under {root} ({len(paths)} files, none readable "
+                         "as DICOM images); check that the study was exported as DICOM Part 10 files.",
+                         path=str(root))
+    log.info("scanned %d files: %d series, %d skipped", len(paths), len(by_series), len(skipped))
+    return ScanResult(sorted(by_series.values(), key=lambda s: (s.series_number or 0, s.series_uid)),
+                      len(paths), skipped)
+
+
+def orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row direction, column direction and slice normal of an image (unit vectors, LPS)."""
+    iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], float)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    return row, col, normal / np.linalg.norm(normal)
+
+
+def plane_of(ds: Dataset) -> str:
+    """'sagittal', 'coronal', 'axial' or 'oblique' from ImageOrientationPatient."""
+    try:
+        _, _, n = orientation(ds)
+    except (AttributeError, TypeError, ValueError):
+        return "unknown"
+    axis = int(np.argmax(np.abs(n)))
+    if abs(n[axis]) < 0.8:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _slice_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Order of the instances along the slice normal, their positions, and the normal."""
+    headers = series.headers
+    for attr in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
+        missing = [str(series.files[i]) for i, ds in enumerate(headers) if getattr(ds, attr, None) in (None, "")]
+        if missing:
+            raise InputError("MISSING_GEOMETRY", f"Series {series.series_number} ({series.description!r}) has no "
+                             f"{attr} in {missing[0]}{' and others' if len(missing) > 1 else ''}; the images cannot "
+                             "be placed in space. Export the original scanner series.",
+                             path=missing[0], series_uid=series.series_uid)
+    iops = {tuple(round(float(v), 3) for v in ds.ImageOrientationPatient) for ds in headers}
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
+    spacings = {tuple(round(float(v), 4) for v in ds.PixelSpacing) for ds in headers}
+    if len(iops) > 1 or len(sizes) > 1 or len(spacings) > 1:
+        what = "orientations" if len(iops) > 1 else "image sizes" if len(sizes) > 1 else "pixel spacings"
+        raise InputError("MIXED_GEOMETRY", f"Series {series.series_number} ({series.description!r}) mixes "
+                         f"{what} across its {len(headers)} images; it is not one volume. Split it or send the "
+                         "reconstructed series.", series_uid=series.series_uid)
+    _, _, normal = orientation(headers[0])
+    pos = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
+    d = pos @ normal
+    order = list(np.argsort(d, kind="stable"))
+    return order, pos[order], normal
+
+
+def check_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, list[str]]:
+    """Validate the slice stack; return sorted order, slice step vector and warnings."""
+    if len(series.headers) < 2:
+        raise InputError("SINGLE_SLICE", f"Series {series.series_number} ({series.description!r}) has a single "
+                         "image; a 3D series of at least 2 slices is needed.", series_uid=series.series_uid)
+    order, pos, normal = _slice_stack(series)
+    d = pos @ normal
+    steps = np.diff(d)
+    dup = np.flatnonzero(steps < DUPLICATE_TOLERANCE_MM)
+    if dup.size:
+        f = series.files[order[dup[0] + 1]]
+        raise InputError("DUPLICATE_SLICES", f"Series {series.series_number} ({series.description!r}) has "
+                         f"{dup.size + 1} images at the same position (e.g. {f}); it may hold several echoes "
+                         "or repeats. Send a single-echo series.", path=str(f), series_uid=series.series_uid)
+    med = float(np.median(steps))
+    warnings = []
+    bad = np.flatnonzero(np.abs(steps - med) > SPACING_TOLERANCE * med)
+    if bad.size:
+        ratio = steps[bad] / med
+        if np.all(np.abs(ratio - np.round(ratio)) < 0.1) and np.all(ratio > 1.5):
+            missing = int(np.sum(np.round(ratio) - 1))
+            raise InputError("MISSING_SLICES", f"Series {series.series_number} ({series.description!r}) is missing "
+                             f"{missing} slice(s) (gap after position {d[bad[0]]:.1f} mm along the slice normal); "
+                             "resend the complete series.", series_uid=series.series_uid)
+        raise InputError("NONUNIFORM_SPACING", f"Series {series.series_number} ({series.description!r}) has "
+                         f"non-uniform slice spacing ({steps.min():.2f}-{steps.max():.2f} mm); it cannot be "
+                         "treated as one volume.", series_uid=series.series_uid)
+    step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
+    if abs(float(np.dot(step_vec / np.linalg.norm(step_vec), normal))) < 0.999:
+        warnings.append("slices are sheared (gantry tilt); geometry follows ImagePositionPatient")
+    return order, step_vec, warnings
+
+
+def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
+    """Decode the pixels of ``series`` into a float32 volume with its LPS affine."""
+    order, step_vec, warnings = check_stack(series)
+    first = series.headers[order[0]]
+    rows, cols = int(first.Rows), int(first.Columns)
+    n = len(order)
+    if max_voxels is not None and n * rows * cols > max_voxels:
+        raise InputError("SERIES_TOO_LARGE", f"Series {series.series_number} ({series.description!r}) has "
+                         f"{n}x{rows}x{cols} voxels, above the configured limit of {max_voxels}; raise "
+                         "SPINESEG_MAX_VOXELS or send a smaller series.", series_uid=series.series_uid)
+    array = np.empty((n, rows, cols), np.float32)
+    datasets = []
+    for k, idx in enumerate(order):
+        path = series.files[idx]
+        try:
+            ds = pydicom.dcmread(path)
+            pixels = ds.pixel_array
+        except Exception as exc:  # pydicom raises many types for corrupt or truncated files
+            raise InputError("CORRUPT_PIXEL_DATA", f"Cannot decode the pixel data of {path} "
+                             f"({type(exc).__name__}: {exc}); the file is truncated, corrupt or uses an "
+                             "unsupported transfer syntax.", path=str(path), series_uid=series.series_uid) from exc
+        if pixels.shape != (rows, cols):
+            raise InputError("CORRUPT_PIXEL_DATA", f"{path} holds pixels of shape {pixels.shape}, expected "
+                             f"{(rows, cols)}.", path=str(path), series_uid=series.series_uid)
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        array[k] = pixels.astype(np.float32) * slope + intercept
+        del ds.PixelData                      # keep headers only; the array holds the pixels
+        datasets.append(ds)
+    row, col, _ = orientation(first)
+    dr, dc = (float(v) for v in first.PixelSpacing)   # PixelSpacing = (row spacing, column spacing)
+    affine = np.eye(4)
+    affine[:3, 0] = step_vec
+    affine[:3, 1] = col * dr
+    affine[:3, 2] = row * dc
+    affine[:3, 3] = [float(v) for v in first.ImagePositionPatient]
+    return Volume(array, affine, datasets, series, warnings)

@@ -1,0 +1,265 @@
+"""TotalSpineSeg's two-step inference, in one process and in memory.
+
+The steps and their parameters follow ``totalspineseg/inference.py`` (release 20260807) exactly;
+each post-processing step is totalspineseg's own in-memory function. The networks run through
+nnU-Net's predictor, built from the plans with ``manual_initialization`` so that no trainer
+lookup (and hence no torchvision import), no worker process and no intermediate file is needed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+STEP1_DATASET = "Dataset101_TotalSpineSeg_step1"
+STEP2_DATASET = "Dataset102_TotalSpineSeg_step2"
+DISC_LANDMARKS = dict(selected_disc_landmarks=[2, 5, 3, 4], disc_labels=[1, 2, 3, 4, 5],
+                      disc_landmark_labels=[2, 3, 4, 5], disc_landmark_output_labels=[63, 71, 91, 100])
+STEP1_LABELLING = dict(**DISC_LANDMARKS, canal_labels=[8], canal_output_label=2, cord_labels=[9],
+                       cord_output_label=1, sacrum_labels=[6], sacrum_output_label=50, map_input_dict={7: 11})
+STEP2_LABELLING = dict(**DISC_LANDMARKS, vertebrae_labels=[7, 8, 9], vertebrae_landmark_output_labels=[13, 21, 41, 50],
+                       vertebrae_extra_labels=[6], canal_labels=[10], canal_output_label=2, cord_labels=[11],
+                       cord_output_label=1, sacrum_labels=[9], sacrum_output_label=50)
+FILL_CANAL = dict(canal_label=2, cord_label=1, largest_canal=True, largest_cord=True)
+ALL_DISC_OUTPUT_LABELS = list(range(63, 101))
+
+
+@dataclass
+class ModelInfo:
+    """Where a model came from: shown in the report and written into the SEG."""
+
+    dataset: str
+    folder: Path
+    checkpoint: Path
+    sha256: str
+    kind: str          # "phantom" or "official"
+    release: str       # e.g. "r20260730" for official weights, "phantom" for the bundled ones
+
+    def as_dict(self) -> dict:
+        return {"dataset": self.dataset, "folder": str(self.folder), "checkpoint": self.checkpoint.name,
+                "sha256": self.sha256, "kind": self.kind, "release": self.release}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_model_folder(models_dir: Path, dataset: str) -> Path:
+    """The ``<Trainer>__<Plans>__<configuration>`` folder of ``dataset`` under ``models_dir``.
+
+    Accepts the same layouts as totalspineseg: ``models_dir/nnUNet/results/<dataset>``, the official
+    ``models_dir/nnUNet/results/<release>/<dataset>``, or a results folder itself.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise ModelError("MODELS_NOT_FOUND", f"Model folder {models_dir} does not exist; pass -m with the folder "
+                         "holding the TotalSpineSeg models (see README, 'Models').", path=str(models_dir))
+    candidates = [models_dir / dataset, models_dir / "nnUNet" / "results" / dataset,
+                  *sorted((models_dir / "nnUNet" / "results").glob(f"*/{dataset}")),
+                  *sorted(models_dir.glob(f"*/{dataset}"))]
+    for ds_dir in candidates:
+        if ds_dir.is_dir():
+            trained = sorted(p.parent for p in ds_dir.glob("*__*__*/fold_0"))
+            if trained:
+                return trained[0]
+            raise ModelError("MODEL_MALFORMED", f"{ds_dir} holds no <Trainer>__<Plans>__<configuration>/fold_0 "
+                             "folder; reinstall the model.", path=str(ds_dir))
+    raise ModelError("MODEL_MISSING", f"No {dataset} model under {models_dir}; install the weights with "
+                     "`python tools/install_weights.py` or point -m at the bundled models/ folder.",
+                     path=str(models_dir))
+
+
+def _model_kind(folder: Path, checkpoint: dict) -> tuple[str, str]:
+    prov = checkpoint.get("spine_seg_provenance") or {}
+    if prov.get("kind") == "phantom":
+        return "phantom", "phantom"
+    release = next((p.name for p in folder.parents if p.name.startswith("r20")), "")
+    return "official", release or "unknown-release"
+
+
+class LoadedModel:
+    """An nnU-Net network with its plans, ready for in-memory prediction."""
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        import torch
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        fold = folder / "fold_0"
+        # as the reference: the best checkpoint when present, else the final one
+        ckpt_path = next((fold / n for n in ("checkpoint_best.pth", "checkpoint_final.pth") if (fold / n).is_file()), None)
+        for needed in (folder / "plans.json", folder / "dataset.json"):
+            if not needed.is_file():
+                raise ModelError("MODEL_MALFORMED", f"{needed} is missing; reinstall the model.", path=str(needed))
+        if ckpt_path is None:
+            raise ModelError("MODEL_MALFORMED", f"{fold} has neither checkpoint_best.pth nor checkpoint_final.pth.",
+                             path=str(fold))
+        try:
+            plans = json.loads((folder / "plans.json").read_text())
+            dataset_json = json.loads((folder / "dataset.json").read_text())
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            configuration = checkpoint["init_args"]["configuration"]
+            plans_manager = PlansManager(plans)
+            cm = plans_manager.get_configuration(configuration)
+            n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
+            n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+            net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                         cm.network_arch_init_kwargs_req_import, n_in, n_out,
+                                         allow_init=False, deep_supervision=False)
+            net.load_state_dict(checkpoint["network_weights"])
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError("MODEL_MALFORMED", f"Cannot load the model in {folder}: {type(exc).__name__}: {exc}",
+                             path=str(folder)) from exc
+        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                         perform_everything_on_device=True, device=torch.device(device),
+                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        self.predictor.manual_initialization(net, plans_manager, cm, [checkpoint["network_weights"]], dataset_json,
+                                             checkpoint["trainer_name"],
+                                             checkpoint.get("inference_allowed_mirroring_axes"))
+        net.to(torch.device(device)).eval()
+        kind, release = _model_kind(folder, checkpoint)
+        self.n_inputs = n_in
+        self.info = ModelInfo(folder.parent.name, folder, ckpt_path, sha256_of(ckpt_path), kind, release)
+
+    def predict(self, channels: list[nib.Nifti1Image]) -> nib.Nifti1Image:
+        """Segment images that share one grid (channel order as in dataset.json)."""
+        if len(channels) != self.n_inputs:
+            raise ModelError("MODEL_MALFORMED", f"{self.info.dataset} expects {self.n_inputs} input channel(s), "
+                             f"got {len(channels)}.")
+        ref = channels[0]
+        # nnU-Net's SimpleITK reader sees a NIfTI as (z, y, x) with reversed spacing
+        data = np.stack([np.asanyarray(c.dataobj, dtype=np.float32).transpose(2, 1, 0) for c in channels])
+        spacing = [float(s) for s in ref.header.get_zooms()[:3]][::-1]
+        seg = self.predictor.predict_single_npy_array(data, {"spacing": spacing}, None, None, False)
+        return nib.Nifti1Image(np.asarray(seg).transpose(2, 1, 0).astype(np.uint8), ref.affine, ref.header)
+
+
+@dataclass
+class ModelPair:
+    step1: LoadedModel
+    step2: LoadedModel
+    device: str
+
+    def describe(self) -> dict:
+        return {"device": self.device, "step1": self.step1.info.as_dict(), "step2": self.step2.info.as_dict()}
+
+    @property
+    def kind(self) -> str:
+        return "phantom" if "phantom" in (self.step1.info.kind, self.step2.info.kind) else "official"
+
+
+_CACHE: dict[tuple[str, str], ModelPair] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def pick_device(setting: str = "auto") -> str:
+    import torch
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelError("DEVICE_UNAVAILABLE", "SPINESEG_DEVICE=cuda but no CUDA device is visible; use 'cpu' or 'auto'.")
+    return setting
+
+
+def load_models(models_dir: Path, device: str = "auto") -> ModelPair:
+    """Load both steps once per process; later calls with the same folder reuse them."""
+    device = pick_device(device)
+    key = (str(Path(models_dir).resolve()), device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            import torch
+            if device == "cpu":
+                torch.set_num_threads(max(1, torch.get_num_threads()))
+            _CACHE[key] = ModelPair(LoadedModel(find_model_folder(models_dir, STEP1_DATASET), device),
+                                    LoadedModel(find_model_folder(models_dir, STEP2_DATASET), device), device)
+        return _CACHE[key]
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray                    # same shape and grid as the input volume
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def lps_to_ras(affine: np.ndarray) -> np.ndarray:
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
+
+
+def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
+                   on_stage: Callable[[str, float], None] | None = None) -> SegmentationResult:
+    """Final TotalSpineSeg labels for a volume, on the volume's own grid.
+
+    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm). Raises :class:`InputError`
+    ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference command does.
+    """
+    import totalspineseg as tss
+
+    timings: dict[str, float] = {}
+
+    def stage(name: str, t0: float):
+        timings[name] = round(time.perf_counter() - t0, 3)
+        if on_stage:
+            on_stage(name, timings[name])
+
+    t = time.perf_counter()
+    raw = nib.Nifti1Image(np.asarray(array, np.float32), lps_to_ras(affine_lps))
+    raw.set_qform(raw.affine)
+    raw.set_sform(raw.affine)
+    canonical = nib.as_closest_canonical(raw)
+    iso = tss.resample(canonical)
+    stage("preprocess", t)
+
+    t = time.perf_counter()
+    step1 = models.step1.predict([iso])
+    stage("step1_network", t)
+
+    t = time.perf_counter()
+    s1 = tss.largest_component(step1, binarize=True, dilate=5)
+    s1 = tss.iterative_label(s1, **STEP1_LABELLING)
+    if not np.asanyarray(s1.dataobj).any():
+        raise InputError("NO_SPINE_FOUND", "Step 1 found no spine in the chosen series: the images are likely "
+                         "too different from the training data (not a spine MRI, or very low quality).")
+    s1 = tss.fill_canal(s1, **FILL_CANAL)
+    s1 = tss.transform_seg2image(iso, s1)
+    cropped = tss.crop_image2seg(iso, s1, margin=10)
+    s1c = tss.transform_seg2image(cropped, s1)
+    odd = tss.extract_alternate(s1c, labels=ALL_DISC_OUTPUT_LABELS)
+    stage("step1_postprocess", t)
+    if not np.asanyarray(odd.dataobj).any():
+        raise InputError("NO_DISCS_FOUND", "Step 1 found no intervertebral disc, so vertebrae cannot be labelled; "
+                         "the series may not cover the spine.")
+
+    t = time.perf_counter()
+    step2 = models.step2.predict([cropped, odd])
+    stage("step2_network", t)
+
+    t = time.perf_counter()
+    s2 = tss.largest_component(step2, binarize=True, dilate=5)
+    s2 = tss.iterative_label(s2, **STEP2_LABELLING)
+    s2 = tss.fill_canal(s2, **FILL_CANAL)
+    s2 = tss.transform_seg2image(iso, s2)
+    final = tss.transform_seg2image(raw, s2, interpolation="nearest")
+    labels = np.asanyarray(final.dataobj).round().astype(np.uint8)
+    stage("step2_postprocess", t)
+    return SegmentationResult(labels, timings)

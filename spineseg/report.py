@@ -1,0 +1,94 @@
+"""``report.json``: the machine-readable account of a run, written on success and on failure.
+
+Holds identifiers (study/series UIDs) but never patient names or IDs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import APP_NAME, __version__
+from .atomic import write_json_atomic
+from .codes_table import STRUCTURES
+from .errors import EXIT_OK, SpineSegError
+
+log = logging.getLogger("spineseg")
+REPORT_NAME = "report.json"
+
+
+def structures_found(labels: np.ndarray, voxel_volume_mm3: float) -> list[dict]:
+    values, counts = np.unique(labels, return_counts=True)
+    return [{"label": int(v), "name": STRUCTURES.get(int(v), {}).get("name", f"label {int(v)}"),
+             "voxels": int(c), "volume_mm3": round(float(c) * voxel_volume_mm3, 1)}
+            for v, c in zip(values, counts) if v != 0]
+
+
+@dataclass
+class RunReport:
+    output_dir: Path
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    input: dict = field(default_factory=dict)
+    series_seen: list[dict] = field(default_factory=list)
+    processed: list[dict] = field(default_factory=list)
+    models: dict = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    delivery: dict = field(default_factory=lambda: {"configured": False, "destinations": [],
+                                                    "note": "no destination configured; nothing was sent"})
+    error: dict | None = None
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time a stage and log one line for it when it ends."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - t0
+            self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
+            log.info("stage %-18s %7.2f s", name, seconds)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
+
+    def add_output(self, path: Path) -> None:
+        rel = str(Path(path).relative_to(self.output_dir))
+        if rel not in self.outputs:
+            self.outputs.append(rel)
+
+    def as_dict(self, status: str, exit_code: int) -> dict:
+        return {
+            "status": status, "exit_code": exit_code,
+            "app": {"name": APP_NAME, "version": __version__},
+            "started": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.time() - self.started, 2),
+            "input": self.input, "series_seen": self.series_seen, "processed": self.processed,
+            "models": self.models, "timings_seconds": self.timings, "warnings": self.warnings,
+            "outputs": self.outputs, "delivery": self.delivery, "error": self.error,
+        }
+
+    def finish(self, error: BaseException | None = None) -> int:
+        """Write report.json (atomically) and return the exit code."""
+        if error is None:
+            status, code = "succeeded", EXIT_OK
+        else:
+            status = "failed"
+            if isinstance(error, SpineSegError):
+                code, self.error = error.exit_code, error.as_dict()
+            else:
+                from .errors import EXIT_INTERNAL
+                code = EXIT_INTERNAL
+                self.error = {"code": "INTERNAL_ERROR", "category": "InternalError",
+                              "message": f"{type(error).__name__}: {error}. This is a bug or an environment "
+                                         "problem; the log has the traceback."}
+        write_json_atomic(self.output_dir / REPORT_NAME, self.as_dict(status, code))
+        return code

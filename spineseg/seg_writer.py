@@ -1,0 +1,155 @@
+"""DICOM SEG (and NIfTI label map) of a TotalSpineSeg result, built with highdicom.
+
+One SEG per processed source series: it references every source instance, shares the source's
+Frame of Reference, patient and study, names every structure with its SNOMED CT code, and
+identifies the algorithm and the exact weights (release tag or "phantom" plus checksums), so a
+phantom-model SEG can never pass for a clinical one.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+
+from . import APP_NAME, __version__
+from .atomic import write_atomic, write_bytes_atomic
+from .codes_table import STRUCTURES
+from .errors import SpineSegError
+
+SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+COMPRESSION = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+
+
+@dataclass
+class SegSettings:
+    segmentation_type: str = "BINARY"        # BINARY: widest viewer support; LABELMAP: DICOM 2024, far smaller
+    compression: str = "none"                # none | rle | jpeg2000
+    series_number: int | None = None         # default: 1000 + source SeriesNumber
+    series_description: str = "Spine segmentation (TotalSpineSeg)"
+    content_creator_name: str = "SPINESEG^AI"
+    institution_name: str | None = None
+
+    def validate(self) -> None:
+        if self.segmentation_type not in SEGMENTATION_TYPES:
+            raise SpineSegError("BAD_SETTING", f"segmentation_type must be one of {SEGMENTATION_TYPES}, "
+                                f"not {self.segmentation_type!r}")
+        if self.compression not in COMPRESSION:
+            raise SpineSegError("BAD_SETTING", f"compression must be one of {sorted(COMPRESSION)}, "
+                                f"not {self.compression!r}")
+
+
+def derived_uid(*parts: str) -> str:
+    """Deterministic UID (2.25 root): re-running the same series with the same weights gives the
+    same SEG identity, so a repeated delivery replaces rather than duplicates."""
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return "2.25." + str(int(digest[:32], 16))
+
+
+def segment_descriptions(label_values: list[int], algorithm) -> list:
+    import highdicom as hd
+    from highdicom.sr.coding import CodedConcept
+
+    descs = []
+    for number, value in enumerate(label_values, start=1):
+        entry = STRUCTURES[value]
+        descs.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=entry["name"],
+            segmented_property_category=CodedConcept(*entry["category"]),
+            segmented_property_type=CodedConcept(*entry["type"]),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=None,
+            tracking_id=entry["name"],
+            display_color=hd.color.CIELabColor.from_rgb(*entry["rgb"]),
+        ))
+    return descs
+
+
+def algorithm_identification(model_description: dict):
+    import highdicom as hd
+
+    s1, s2 = model_description["step1"], model_description["step2"]
+    release = s1["release"] if s1["release"] == s2["release"] else f"{s1['release']}+{s2['release']}"
+    return hd.AlgorithmIdentificationSequence(
+        name="TotalSpineSeg",
+        family=codes.cid7162.ArtificialIntelligence,
+        version=f"{release} step1:{s1['sha256'][:12]} step2:{s2['sha256'][:12]}"[:64],
+        source=f"{APP_NAME} {__version__}",
+        parameters={"weights": s1["kind"], "step1_sha256": s1["sha256"], "step2_sha256": s2["sha256"]},
+    )
+
+
+def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_description: dict,
+              settings: SegSettings | None = None) -> tuple[Dataset, list[int]]:
+    """DICOM SEG over ``source_datasets`` (one per slice of ``labels``, in the same order).
+
+    Returns the dataset and the label values it holds as segments 1..N (empty structures left out).
+    """
+    import highdicom as hd
+
+    settings = settings or SegSettings()
+    settings.validate()
+    if labels.shape[0] != len(source_datasets):
+        raise SpineSegError("INTERNAL_GEOMETRY", f"{labels.shape[0]} label slices for {len(source_datasets)} "
+                            "source images")
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    unknown = [v for v in present if v not in STRUCTURES]
+    if unknown:
+        raise SpineSegError("UNKNOWN_LABEL", f"label values {unknown} have no code in spineseg/codes_table.py")
+    lut = np.zeros(256, np.uint8)
+    for number, value in enumerate(present, start=1):
+        lut[value] = number
+    segment_map = lut[labels]
+    src = source_datasets[0]
+    phantom = model_description["step1"]["kind"] == "phantom" or model_description["step2"]["kind"] == "phantom"
+    description = settings.series_description + (" - PHANTOM MODEL, NOT FOR CLINICAL USE" if phantom else "")
+    source_number = int(getattr(src, "SeriesNumber", 0) or 0)
+    series_number = settings.series_number if settings.series_number is not None else 1000 + source_number
+    weights_id = model_description["step1"]["sha256"] + model_description["step2"]["sha256"]
+    key = (str(src.SeriesInstanceUID), weights_id, __version__, settings.segmentation_type, settings.compression)
+    transfer_syntax = COMPRESSION[settings.compression]
+    seg = hd.seg.Segmentation(
+        source_images=source_datasets,
+        pixel_array=segment_map,
+        segmentation_type=settings.segmentation_type,
+        segment_descriptions=segment_descriptions(present, algorithm_identification(model_description)),
+        series_instance_uid=derived_uid("series", *key),
+        series_number=series_number,
+        sop_instance_uid=derived_uid("instance", *key),
+        instance_number=1,
+        manufacturer=APP_NAME,
+        manufacturer_model_name=f"{APP_NAME} TotalSpineSeg",
+        software_versions=__version__,
+        device_serial_number="spine-seg",
+        content_description=("Vertebrae, discs, spinal cord and canal by TotalSpineSeg"
+                             + (" (phantom-trained test weights)" if phantom else ""))[:64],
+        content_creator_name=settings.content_creator_name,
+        content_label="SPINESEG",
+        transfer_syntax_uid=transfer_syntax,
+        omit_empty_frames=True,
+    )
+    seg.SeriesDescription = description[:64]
+    if settings.institution_name:
+        seg.InstitutionName = settings.institution_name
+    return seg, present
+
+
+def write_seg(seg: Dataset, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+
+
+def write_label_nifti(labels: np.ndarray, affine_lps: np.ndarray, path: Path) -> Path:
+    """Label map in the source geometry (array axes as the DICOM stack: slice, row, column)."""
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    img = nib.Nifti1Image(labels.astype(np.uint8), ras)
+    img.set_qform(ras, code=1)
+    img.set_sform(ras, code=1)
+    return write_bytes_atomic(path, gzip.compress(img.to_bytes(), compresslevel=6, mtime=0))
