@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0) if exc.code != 2 else EXIT_USAGE
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)   # per-module copy notices are noise
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     report = RunReport(output)

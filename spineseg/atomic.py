@@ -19,8 +19,11 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         writer(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~umask)   # mkstemp makes 0600; results are meant to be shared
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

@@ -52,7 +52,9 @@ def derived_uid(*parts: str) -> str:
     return "2.25." + str(int(digest[:32], 16))
 
 
-def segment_descriptions(label_values: list[int], algorithm) -> list:
+def segment_descriptions(label_values: list[int], algorithm, tracking_key: str) -> list:
+    """One description per label value; tracking UIDs derive from ``tracking_key`` and the label,
+    so the same structure of the same series keeps its identity across re-runs."""
     import highdicom as hd
     from highdicom.sr.coding import CodedConcept
 
@@ -66,7 +68,7 @@ def segment_descriptions(label_values: list[int], algorithm) -> list:
             segmented_property_type=CodedConcept(*entry["type"]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
-            tracking_uid=None,
+            tracking_uid=derived_uid("tracking", tracking_key, str(value)),
             tracking_id=entry["name"],
             display_color=hd.color.CIELabColor.from_rgb(*entry["rgb"]),
         ))
@@ -120,7 +122,8 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
         source_images=source_datasets,
         pixel_array=segment_map,
         segmentation_type=settings.segmentation_type,
-        segment_descriptions=segment_descriptions(present, algorithm_identification(model_description)),
+        segment_descriptions=segment_descriptions(present, algorithm_identification(model_description),
+                                                  str(src.SeriesInstanceUID)),
         series_instance_uid=derived_uid("series", *key),
         series_number=series_number,
         sop_instance_uid=derived_uid("instance", *key),

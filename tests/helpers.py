@@ -1,0 +1,49 @@
+"""Small helpers shared by tests: Dice, SEG decoding, fake model descriptions."""
+from __future__ import annotations
+
+import numpy as np
+
+
+VERTEBRAE = list(range(11, 18)) + list(range(21, 33)) + list(range(41, 46)) + [50]
+DISCS = list(range(63, 68)) + list(range(71, 83)) + list(range(91, 96)) + [100]
+GROUPS = {"cord": [1], "canal": [2], "vertebrae": VERTEBRAE, "discs": DISCS}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    denom = a.sum() + b.sum()
+    return 1.0 if denom == 0 else 2.0 * float((a & b).sum()) / float(denom)
+
+
+def group_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    return {g: dice(np.isin(pred, v), np.isin(truth, v)) for g, v in GROUPS.items() if np.isin(truth, v).any()}
+
+
+def fake_model_description(kind: str = "phantom") -> dict:
+    m = {"kind": kind, "release": "phantom" if kind == "phantom" else "r20260730", "checkpoint": "checkpoint_final.pth"}
+    digit = "0" if kind == "phantom" else "1"
+    return {"device": "cpu", "step1": {**m, "dataset": "Dataset101_TotalSpineSeg_step1", "sha256": "a" * 63 + digit},
+            "step2": {**m, "dataset": "Dataset102_TotalSpineSeg_step2", "sha256": "b" * 63 + digit}}
+
+
+def decode_seg(seg_path, source_datasets) -> np.ndarray:
+    """Label map (slice, row, column) in the order of ``source_datasets``, decoded with highdicom,
+    mapped back to TotalSpineSeg label values through the segments' SNOMED type codes."""
+    import highdicom as hd
+
+    from spineseg.codes_table import STRUCTURES
+
+    seg = hd.seg.segread(seg_path)
+    by_code = {v["type"][0]: k for k, v in STRUCTURES.items()}
+    uids = [str(ds.SOPInstanceUID) for ds in source_datasets]
+    segment_numbers = list(seg.segment_numbers)   # LABELMAP also describes background (0)
+    arr = seg.get_pixels_by_source_instance(uids, segment_numbers=segment_numbers, combine_segments=True,
+                                            skip_overlap_checks=False, assert_missing_frames_are_empty=True)
+    lut = np.zeros(max(segment_numbers) + 1, np.uint8)
+    for s in seg.SegmentSequence:
+        if int(s.SegmentNumber) not in segment_numbers:
+            continue
+        lut[int(s.SegmentNumber)] = by_code[s.SegmentedPropertyTypeCodeSequence[0].CodeValue]
+    return lut[arr]
+
+

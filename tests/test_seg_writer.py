@@ -1,0 +1,120 @@
+"""DICOM SEG: valid (dciodvfy), exact to the voxel (highdicom round trip), coded, referenced."""
+import numpy as np
+import pydicom
+import pytest
+
+import phantom as P
+from conftest import run_dciodvfy
+from helpers import decode_seg, fake_model_description
+from spineseg.codes_table import STRUCTURES
+from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.seg_writer import SegSettings, build_seg, write_label_nifti, write_seg
+
+
+def test_code_table_has_exactly_one_entry_per_model_label():
+    assert set(STRUCTURES) == set(P.ALL_LABELS)
+    type_codes = [v["type"] for v in STRUCTURES.values()]
+    assert len(set(type_codes)) == len(type_codes)
+    vertebrae = [STRUCTURES[v]["rgb"] for v in sorted(STRUCTURES) if 11 <= v <= 45]
+    assert all(a != b for a, b in zip(vertebrae, vertebrae[1:])), "neighbouring vertebrae share a colour"
+
+
+@pytest.mark.parametrize("plane,oblique,reverse,shuffle", [
+    ("sagittal", 0, False, False),
+    ("sagittal", 0, True, True),
+    ("axial", 0, False, True),
+    ("coronal", 0, False, False),
+    ("sagittal", 17, False, False),
+])
+def test_seg_is_valid_and_exact_in_every_orientation(tmp_path, plane, oblique, reverse, shuffle):
+    case = P.write_case(5100, tmp_path / "case", fov="cervical", plane=plane, slice_thickness=4.0, pixel=1.5,
+                        oblique_deg=oblique, reverse_slices=reverse, shuffle=shuffle)
+    vol = load_volume(scan_dicom(tmp_path / "case" / "dicom").series[0])
+    # ground truth in the loader's slice order: render the labels on the loader's own grid
+    _, labels = P.render(case["phantom"], vol.affine, vol.array.shape)
+    seg, present = build_seg(vol.datasets, labels, fake_model_description(), None)
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    errors, _ = run_dciodvfy(path)
+    assert errors == []
+    decoded = decode_seg(path, vol.datasets)
+    assert np.array_equal(decoded, labels)
+    assert present == sorted(int(v) for v in np.unique(labels) if v)
+
+
+def test_seg_references_codes_and_identity(tmp_path, phantom_study):
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
+    seg, present = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(series_number=77))
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(path)
+    src = vol.datasets[0]
+    assert ds.Modality == "SEG" and ds.SeriesNumber == 77
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.FrameOfReferenceUID == src.FrameOfReferenceUID
+    assert ds.PatientID == src.PatientID
+    refs = {r.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert refs == {str(d.SOPInstanceUID) for d in vol.datasets}
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    assert "PHANTOM" in ds.SeriesDescription
+    for item in ds.SegmentSequence:
+        value = present[int(item.SegmentNumber) - 1]
+        assert item.SegmentLabel == STRUCTURES[value]["name"]
+        assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == STRUCTURES[value]["type"][0]
+        assert item.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
+        assert item.SegmentAlgorithmName == "TotalSpineSeg"
+        assert "phantom" in item.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion
+        assert len(item.RecommendedDisplayCIELabValue) == 3
+    # same input, same weights: same identity (a repeated delivery replaces, not duplicates)
+    again, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(series_number=77))
+    assert again.SOPInstanceUID == ds.SOPInstanceUID
+    other, _ = build_seg(vol.datasets, labels, fake_model_description("official"), SegSettings(series_number=77))
+    assert other.SOPInstanceUID != ds.SOPInstanceUID and "PHANTOM" not in other.SeriesDescription
+
+
+def test_labelmap_type_is_smaller_and_exact(tmp_path, phantom_study):
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
+    binary, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings())
+    labelmap, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type="LABELMAP"))
+    p_bin, p_lab = write_seg(binary, tmp_path / "b.dcm"), write_seg(labelmap, tmp_path / "l.dcm")
+    assert p_lab.stat().st_size < p_bin.stat().st_size
+    assert np.array_equal(decode_seg(p_lab, vol.datasets), labels)
+    errors, _ = run_dciodvfy(p_lab)
+    assert errors == []
+
+
+def test_real_series_seg_matches_source_geometry(tmp_path, real_t2_dicom):
+    import nibabel as nib
+
+    from conftest import SHARED_DATA
+    vol = load_volume(scan_dicom(real_t2_dicom).series[0])
+    manual = nib.load(SHARED_DATA / "sct_testing_data" / "t2" / "t2_seg-manual_labeled.nii.gz")
+    # the manual cord labels (C2..C5) on the DICOM grid, as cord (1) and canal (2) to exercise two segments
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in vol.array.shape], indexing="ij"), -1).reshape(-1, 3)
+    nidx = np.round(np.linalg.inv(manual.affine) @ ras @ np.c_[idx, np.ones(len(idx))].T)[:3].astype(int)
+    cord = np.asanyarray(manual.dataobj)[tuple(nidx)].reshape(vol.array.shape)
+    labels = np.where(cord >= 4, 1, np.where(cord > 0, 2, 0)).astype(np.uint8)
+    seg, _ = build_seg(vol.datasets, labels, fake_model_description(), None)
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    errors, _ = run_dciodvfy(path)
+    assert errors == []
+    assert np.array_equal(decode_seg(path, vol.datasets), labels)
+    ds = pydicom.dcmread(path)
+    src_iop = [float(v) for v in vol.datasets[0].ImageOrientationPatient]
+    seg_iop = [float(v) for v in ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient]
+    assert seg_iop == pytest.approx(src_iop)
+    positions = {tuple(round(float(v), 3) for v in d.ImagePositionPatient) for d in vol.datasets}
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        pos = tuple(round(float(v), 3) for v in frame.PlanePositionSequence[0].ImagePositionPatient)
+        assert pos in positions
+
+
+def test_label_nifti_is_in_source_geometry(tmp_path, phantom_study):
+    import nibabel as nib
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    labels = (vol.array > vol.array.mean()).astype(np.uint8)
+    path = write_label_nifti(labels, vol.affine, tmp_path / "l.nii.gz")
+    img = nib.load(path)
+    assert np.array_equal(np.asanyarray(img.dataobj), labels)
+    assert np.allclose(img.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine)
+    assert not list(tmp_path.glob("*.partial"))
