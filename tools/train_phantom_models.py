@@ -222,12 +222,14 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + (1 - dice[1:][present[1:]]).mean() if present[1:].any() else ce
 
 
-def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, seed0: int, log) -> Path:
+def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, seed0: int, log,
+                     resume: bool = False) -> Path:
     spec = STEP1 if step == 1 else STEP2
     n_in, n_out = len(spec["channels"]), len(spec["labels"])
     torch.manual_seed(seed0 + step)
     rng = np.random.default_rng(seed0 + step)
-    seeds = [TRAIN_SEEDS[0] + (step - 1) * 500 + i for i in range(n_cases)]
+    first = n_cases if resume else 0          # a resumed run sees fresh phantoms
+    seeds = [TRAIN_SEEDS[0] + (step - 1) * 500 + first + i for i in range(n_cases)]
     t0 = time.time()
     cases = []
     for s in seeds:
@@ -237,6 +239,13 @@ def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, s
     median_shape = np.median([t.shape for _, t, _ in cases], axis=0)
     plans = plans_json(spec["dataset"], n_in, median_shape)
     net = build_network(plans, n_in, n_out)
+    folder = out_root / "nnUNet" / "results" / spec["dataset"] / f"{TRAINER}__{PLANS}__3d_fullres"
+    previous = {}
+    if resume and (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        old = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        net.load_state_dict(old["network_weights"])
+        previous = old.get("spine_seg_provenance", {})
+        log(f"step {step}: resuming from {previous.get('iterations', '?')} iterations")
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=iterations, pct_start=0.05)
     net.train()
@@ -255,8 +264,8 @@ def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, s
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (it + 1) % 50 == 0:
             log(f"step {step}: iteration {it + 1}/{iterations} loss {running:.3f} ({time.time() - t0:.0f} s)")
-    train_s = time.time() - t0
-    folder = out_root / "nnUNet" / "results" / spec["dataset"] / f"{TRAINER}__{PLANS}__3d_fullres"
+    train_s = time.time() - t0 + float(previous.get("train_seconds", 0))
+    iterations += int(previous.get("iterations", 0))
     (folder / "fold_0").mkdir(parents=True, exist_ok=True)
     dataset = {"channel_names": spec["channels"], "labels": spec["labels"], "numTraining": len(seeds),
                "file_ending": ".nii.gz", "name": spec["dataset"],
@@ -269,7 +278,9 @@ def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, s
         "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset},
         "inference_allowed_mirroring_axes": (0, 1, 2),
         "current_epoch": iterations,
-        "spine_seg_provenance": {"kind": "phantom", "seeds": [seeds[0], seeds[-1]], "iterations": iterations,
+        "spine_seg_provenance": {"kind": "phantom", "iterations": iterations,
+                                 "seed_ranges": previous.get("seed_ranges", [previous["seeds"]] if "seeds" in previous else [])
+                                 + [[seeds[0], seeds[-1]]],
                                  "train_seconds": round(train_s, 1), "script": "tools/train_phantom_models.py"},
     }
     torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
@@ -286,6 +297,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true", help="continue training the models already in --out")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     started = time.time()
@@ -293,7 +305,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(f"[{time.time() - started:7.0f} s] {msg}", flush=True)
     for step in a.steps:
-        train_step_model(step, a.out, a.iterations, a.cases, a.seed, log)
+        train_step_model(step, a.out, a.iterations, a.cases, a.seed + (1000 if a.resume else 0), log, a.resume)
     prov = a.out / "PROVENANCE.json"
     record = json.loads(prov.read_text()) if prov.exists() else {}
     record.update({

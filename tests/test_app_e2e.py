@@ -1,0 +1,139 @@
+"""The application end to end, as a subprocess: DICOM in, SEG + label map + report out."""
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from conftest import ROOT, run_dciodvfy
+from helpers import decode_seg, group_dice
+from spineseg.dicom_input import load_volume, scan_dicom
+
+
+def run_app(input_dir, output_dir, *extra, env=None):
+    e = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(input_dir), "-o", str(output_dir), *extra],
+                          capture_output=True, text=True, timeout=900, env=e)
+    report = json.loads((output_dir / "report.json").read_text()) if (output_dir / "report.json").exists() else None
+    return proc, report
+
+
+@pytest.fixture(scope="module")
+def e2e_run(phantom_study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e_out")
+    proc, report = run_app(phantom_study["dicom_files"][0].parent, out)
+    return proc, report, out
+
+
+def test_app_succeeds_and_reports(e2e_run, phantom_study):
+    proc, report, out = e2e_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report["status"] == "succeeded" and report["error"] is None and report["exit_code"] == 0
+    src = pydicom.dcmread(phantom_study["dicom_files"][0], stop_before_pixels=True)
+    entry = report["processed"][0]
+    assert entry["study_instance_uid"] == src.StudyInstanceUID
+    assert entry["series_instance_uid"] == src.SeriesInstanceUID
+    names = {s["name"] for s in entry["structures"]}
+    assert {"Spinal cord", "Spinal canal", "Sacrum", "L3 vertebra"} <= names
+    assert all(s["voxels"] > 0 and s["volume_mm3"] > 0 for s in entry["structures"])
+    for stage in ("scan", "select", "load_models", "step1_network", "step2_network", "write_seg"):
+        assert report["timings_seconds"][stage] >= 0
+    assert report["delivery"]["configured"] is False
+    assert sorted(report["outputs"]) == sorted(p.name for p in out.iterdir() if p.name != "report.json")
+    assert any("PHANTOM" in w for w in report["warnings"])
+    # no patient name or ID anywhere in the report or at INFO level in the log
+    text = json.dumps(report) + proc.stderr + proc.stdout
+    assert str(src.PatientName) not in text and str(src.PatientID) not in text
+    # one line per stage with its duration
+    assert "stage step1_network" in proc.stderr and "stage write_seg" in proc.stderr
+
+
+def test_app_seg_is_valid_and_matches_label_map_and_truth(e2e_run, phantom_study):
+    _, report, out = e2e_run
+    seg_path = out / report["processed"][0]["outputs"]["seg"]
+    errors, _ = run_dciodvfy(seg_path)
+    assert errors == []
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    decoded = decode_seg(seg_path, vol.datasets)
+    label_map = nib.load(out / report["processed"][0]["outputs"]["label_map"])
+    assert np.allclose(label_map.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine)
+    assert np.array_equal(decoded, np.asanyarray(label_map.dataobj))
+    truth = nib.load(phantom_study["ground_truth"])
+    assert np.allclose(truth.affine, label_map.affine, atol=1e-3)     # same world grid
+    scores = group_dice(decoded, np.asanyarray(truth.dataobj))
+    assert min(scores.values()) > 0.75, scores
+
+
+def test_environment_variables_drive_a_map_style_run(phantom_study, tmp_path):
+    env = {"HOLOSCAN_INPUT_PATH": str(phantom_study["dicom_files"][0].parent),
+           "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"), "HOLOSCAN_MODEL_PATH": str(ROOT / "models"),
+           "SPINESEG_SEG_TYPE": "LABELMAP"}
+    e = dict(os.environ, **env)
+    proc = subprocess.run([sys.executable, str(ROOT / "app"), "--engine", "plain"], capture_output=True, text=True,
+                          timeout=900, env=e)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["processed"][0]["seg"]["segmentation_type"] == "LABELMAP"
+
+
+def _ct_study(src_files, dst):
+    dst.mkdir()
+    for f in src_files[:6]:
+        ds = pydicom.dcmread(f)
+        ds.Modality = "CT"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.save_as(dst / f.name)
+    return dst
+
+
+@pytest.mark.parametrize("case,code", [
+    ("empty", "EMPTY_INPUT"),
+    ("no_dicom", "NO_DICOM"),
+    ("ct_only", "NO_MR_SERIES"),
+    ("missing", "INPUT_NOT_FOUND"),
+])
+def test_bad_input_exits_3_with_a_report(tmp_path, phantom_study, case, code):
+    src = tmp_path / "in"
+    if case == "empty":
+        src.mkdir()
+    elif case == "no_dicom":
+        src.mkdir()
+        (src / "readme.txt").write_text("these are not images")
+        (src / "scan.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    elif case == "ct_only":
+        _ct_study(phantom_study["dicom_files"], src)
+    out = tmp_path / "out"
+    proc, report = run_app(src, out)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert report["status"] == "failed" and report["error"]["code"] == code
+    assert report["error"]["message"]
+    assert not [p for p in out.iterdir() if p.suffix in (".dcm", ".gz") or p.name.endswith(".partial")]
+
+
+def test_usage_error_without_paths(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLOSCAN_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "app")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "required" in proc.stderr
+
+
+def test_real_t2_series(real_t2_dicom, tmp_path):
+    """The real cervical T2: either a SEG on exactly the source grid, or a clean, specific failure."""
+    proc, report = run_app(real_t2_dicom, tmp_path / "out")
+    assert report is not None
+    if proc.returncode != 0:
+        # the phantom-trained test weights may not recognise real anatomy; that must fail cleanly
+        assert proc.returncode == 3 and report["error"]["code"] in ("NO_SPINE_FOUND", "NO_DISCS_FOUND")
+        pytest.skip(f"phantom models found no spine in the real series ({report['error']['code']})")
+    vol = load_volume(scan_dicom(real_t2_dicom).series[0])
+    entry = report["processed"][0]
+    label_map = nib.load(tmp_path / "out" / entry["outputs"]["label_map"])
+    assert label_map.shape == vol.array.shape
+    assert np.allclose(label_map.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine)
+    if "seg" in entry["outputs"]:
+        seg_path = tmp_path / "out" / entry["outputs"]["seg"]
+        assert run_dciodvfy(seg_path)[0] == []
+        assert np.array_equal(decode_seg(seg_path, vol.datasets), np.asanyarray(label_map.dataobj))

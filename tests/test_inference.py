@@ -1,0 +1,95 @@
+"""Loading models from any results layout, and the in-process two-step inference."""
+import shutil
+
+import numpy as np
+import pytest
+
+import phantom as P
+from helpers import group_dice
+from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.errors import InputError, ModelError
+from spineseg.inference import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder, load_models,
+                                segment_volume)
+
+
+def _results(models_dir):
+    return models_dir / "nnUNet" / "results"
+
+
+def test_bundled_models_are_in_the_official_layout(models_dir):
+    for dataset in (STEP1_DATASET, STEP2_DATASET):
+        folder = find_model_folder(models_dir, dataset)
+        assert folder.parent == _results(models_dir) / dataset
+        assert (folder / "plans.json").is_file() and (folder / "dataset.json").is_file()
+        assert (folder / "fold_0" / "checkpoint_final.pth").is_file()
+    assert (models_dir / "PROVENANCE.json").is_file()
+
+
+def test_release_subfolder_layout_is_found(tmp_path, models_dir):
+    release = _results(tmp_path) / "r20260730"
+    release.mkdir(parents=True)
+    for dataset in (STEP1_DATASET, STEP2_DATASET):
+        shutil.copytree(_results(models_dir) / dataset, release / dataset)
+    assert find_model_folder(tmp_path, STEP1_DATASET).parent == release / STEP1_DATASET
+
+
+def test_best_checkpoint_is_preferred(tmp_path, models_dir):
+    src = find_model_folder(models_dir, STEP1_DATASET)
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    shutil.copy(dst / "fold_0" / "checkpoint_final.pth", dst / "fold_0" / "checkpoint_best.pth")
+    assert LoadedModel(dst).info.checkpoint.name == "checkpoint_best.pth"
+    (dst / "fold_0" / "checkpoint_best.pth").unlink()
+    assert LoadedModel(dst).info.checkpoint.name == "checkpoint_final.pth"
+
+
+@pytest.mark.parametrize("damage,code", [
+    ("no_dataset", "MODEL_MISSING"),
+    ("no_fold", "MODEL_MALFORMED"),
+    ("no_plans", "MODEL_MALFORMED"),
+    ("bad_checkpoint", "MODEL_MALFORMED"),
+])
+def test_missing_or_malformed_models_fail_clearly(tmp_path, models_dir, damage, code):
+    shutil.copytree(models_dir / "nnUNet", tmp_path / "nnUNet")
+    folder = find_model_folder(tmp_path, STEP2_DATASET)
+    if damage == "no_dataset":
+        shutil.rmtree(folder.parent)
+    elif damage == "no_fold":
+        shutil.rmtree(folder / "fold_0")
+    elif damage == "no_plans":
+        (folder / "plans.json").unlink()
+    else:
+        (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError) as exc:
+        load_models(tmp_path, "cpu")
+    assert exc.value.code == code and str(tmp_path) in exc.value.message
+
+
+def test_models_load_once_per_process(models_dir):
+    assert load_models(models_dir, "cpu") is load_models(models_dir, "cpu")
+
+
+def test_held_out_phantom_is_segmented_and_labelled(models_dir, phantom_study):
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    models = load_models(models_dir, "cpu")
+    stages = []
+    result = segment_volume(vol.array, vol.affine, models, on_stage=lambda n, s: stages.append(n))
+    assert result.labels.shape == vol.array.shape
+    assert stages == ["preprocess", "step1_network", "step1_postprocess", "step2_network", "step2_postprocess"]
+    truth = phantom_study["labels"]
+    scores = group_dice(result.labels, truth)
+    assert set(scores) == {"cord", "canal", "vertebrae", "discs"}
+    assert min(scores.values()) > 0.75, scores
+    # level labels: most vertebrae present in the truth carry their own label in the prediction
+    levels = [v for v in np.unique(truth) if 11 <= v <= 50]
+    hits = [v for v in levels if (result.labels[truth == v] == v).mean() > 0.5]
+    assert len(hits) >= 0.8 * len(levels), (levels, hits)
+
+
+def test_blank_image_has_no_spine(models_dir):
+    models = load_models(models_dir, "cpu")
+    rng = np.random.default_rng(0)
+    blank = rng.normal(100, 5, (40, 64, 64)).astype(np.float32)
+    with pytest.raises(InputError) as exc:
+        segment_volume(blank, np.diag([2.0, 1.0, 1.0, 1.0]), models)
+    assert exc.value.code in ("NO_SPINE_FOUND", "NO_DISCS_FOUND")
