@@ -60,19 +60,28 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def find_model_folder(models_dir: Path, dataset: str) -> Path:
+def find_model_folder(models_dir: Path, dataset: str, release: str = "auto") -> Path:
     """The ``<Trainer>__<Plans>__<configuration>`` folder of ``dataset`` under ``models_dir``.
 
-    Accepts the same layouts as totalspineseg: ``models_dir/nnUNet/results/<dataset>``, the official
-    ``models_dir/nnUNet/results/<release>/<dataset>``, or a results folder itself.
+    Accepts totalspineseg's layouts: ``models_dir/nnUNet/results/<release>/<dataset>`` (official zips,
+    see tools/install_weights.py), ``models_dir/nnUNet/results/<dataset>`` (the bundled phantom models)
+    or ``models_dir/<dataset>``. ``release="auto"`` prefers the newest installed release over the
+    bundled models; ``"direct"`` takes the bundled ones; any other value names a release folder.
     """
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise ModelError("MODELS_NOT_FOUND", f"Model folder {models_dir} does not exist; pass -m with the folder "
                          "holding the TotalSpineSeg models (see README, 'Models').", path=str(models_dir))
-    candidates = [models_dir / dataset, models_dir / "nnUNet" / "results" / dataset,
-                  *sorted((models_dir / "nnUNet" / "results").glob(f"*/{dataset}")),
-                  *sorted(models_dir.glob(f"*/{dataset}"))]
+    results = models_dir / "nnUNet" / "results"
+    direct = [results / dataset, models_dir / dataset]
+    if release in ("", "auto"):
+        releases = sorted((p for p in results.glob(f"*/{dataset}") if not p.parent.name.startswith(".")),
+                          key=lambda p: p.parent.name, reverse=True)
+        candidates = [*releases, *direct]
+    elif release == "direct":
+        candidates = direct
+    else:
+        candidates = [results / release / dataset]
     for ds_dir in candidates:
         if ds_dir.is_dir():
             trained = sorted(p.parent for p in ds_dir.glob("*__*__*/fold_0"))
@@ -80,9 +89,10 @@ def find_model_folder(models_dir: Path, dataset: str) -> Path:
                 return trained[0]
             raise ModelError("MODEL_MALFORMED", f"{ds_dir} holds no <Trainer>__<Plans>__<configuration>/fold_0 "
                              "folder; reinstall the model.", path=str(ds_dir))
-    raise ModelError("MODEL_MISSING", f"No {dataset} model under {models_dir}; install the weights with "
-                     "`python tools/install_weights.py` or point -m at the bundled models/ folder.",
-                     path=str(models_dir))
+    raise ModelError("MODEL_MISSING", f"No {dataset} model under {models_dir}"
+                     + (f" for release {release!r}" if release not in ("", "auto") else "")
+                     + "; install the weights with `python tools/install_weights.py` or point -m at the bundled "
+                     "models/ folder.", path=str(models_dir))
 
 
 def _model_kind(folder: Path, checkpoint: dict) -> tuple[str, str]:
@@ -168,7 +178,7 @@ class ModelPair:
         return "phantom" if "phantom" in (self.step1.info.kind, self.step2.info.kind) else "official"
 
 
-_CACHE: dict[tuple[str, str], ModelPair] = {}
+_CACHE: dict[tuple[str, str, str], ModelPair] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -181,17 +191,18 @@ def pick_device(setting: str = "auto") -> str:
     return setting
 
 
-def load_models(models_dir: Path, device: str = "auto") -> ModelPair:
+def load_models(models_dir: Path, device: str = "auto", release: str = "auto") -> ModelPair:
     """Load both steps once per process; later calls with the same folder reuse them."""
     device = pick_device(device)
-    key = (str(Path(models_dir).resolve()), device)
+    key = (str(Path(models_dir).resolve()), device, release)
     with _CACHE_LOCK:
         if key not in _CACHE:
             import torch
             if device == "cpu":
                 torch.set_num_threads(max(1, torch.get_num_threads()))
-            _CACHE[key] = ModelPair(LoadedModel(find_model_folder(models_dir, STEP1_DATASET), device),
-                                    LoadedModel(find_model_folder(models_dir, STEP2_DATASET), device), device)
+            _CACHE[key] = ModelPair(LoadedModel(find_model_folder(models_dir, STEP1_DATASET, release), device),
+                                    LoadedModel(find_model_folder(models_dir, STEP2_DATASET, release), device),
+                                    device)
         return _CACHE[key]
 
 

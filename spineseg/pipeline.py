@@ -27,6 +27,7 @@ class AppConfig:
     output_dir: Path
     models_dir: Path = DEFAULT_MODELS
     device: str = "auto"                       # auto | cpu | cuda
+    model_release: str = "auto"                # auto (newest installed release, else bundled) | direct | rYYYYMMDD
     max_voxels: int = 200_000_000
     seg: SegSettings = field(default_factory=SegSettings)
     selection: SelectionRules = field(default_factory=SelectionRules)
@@ -41,6 +42,7 @@ class AppConfig:
         sel = dict(s.get("selection", {}))
         overrides = {
             "SPINESEG_DEVICE": (s, "device", str),
+            "SPINESEG_MODEL_RELEASE": (s, "model_release", str),
             "SPINESEG_MAX_VOXELS": (s, "max_voxels", int),
             "SPINESEG_SEG_TYPE": (seg, "segmentation_type", str.upper),
             "SPINESEG_SEG_COMPRESSION": (seg, "compression", str.lower),
@@ -54,7 +56,8 @@ class AppConfig:
                 except ValueError as exc:
                     raise SpineSegError("BAD_SETTING", f"{var}={env[var]!r} is not valid: {exc}") from exc
         cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
-                  device=s.get("device", "auto"), max_voxels=int(s.get("max_voxels", 200_000_000)),
+                  device=s.get("device", "auto"), model_release=str(s.get("model_release", "auto")),
+                  max_voxels=int(s.get("max_voxels", 200_000_000)),
                   seg=SegSettings(**seg), selection=SelectionRules(**sel))
         cfg.seg.validate()
         return cfg
@@ -82,7 +85,7 @@ def choose_series(scan: ScanResult, cfg: AppConfig, report: RunReport) -> list[S
 
 def get_models(cfg: AppConfig, report: RunReport) -> ModelPair:
     with report.stage("load_models"):
-        models = load_models(cfg.models_dir, cfg.device)
+        models = load_models(cfg.models_dir, cfg.device, cfg.model_release)
     report.models = models.describe()
     if models.kind == "phantom":
         report.warn("the models are the bundled PHANTOM-trained test weights, not the clinical TotalSpineSeg "
