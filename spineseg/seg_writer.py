@@ -30,7 +30,7 @@ COMPRESSION = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": J
 @dataclass
 class SegSettings:
     segmentation_type: str = "BINARY"        # BINARY: widest viewer support; LABELMAP: DICOM 2024, far smaller
-    compression: str = "none"                # none | rle | jpeg2000
+    compression: str = "none"                # none | rle (LABELMAP only) | jpeg2000
     series_number: int | None = None         # default: 1000 + source SeriesNumber
     series_description: str = "Spine segmentation (TotalSpineSeg)"
     content_creator_name: str = "SPINESEG^AI"
@@ -43,6 +43,10 @@ class SegSettings:
         if self.compression not in COMPRESSION:
             raise SpineSegError("BAD_SETTING", f"compression must be one of {sorted(COMPRESSION)}, "
                                 f"not {self.compression!r}")
+        if self.segmentation_type == "BINARY" and self.compression == "rle":
+            # PS3.3 C.8.20.2: RLE is not allowed for 1-bit BINARY frames
+            raise SpineSegError("BAD_SETTING", "compression 'rle' is not allowed for BINARY segmentations; use "
+                                "'jpeg2000', 'none', or segmentation_type LABELMAP")
 
 
 def derived_uid(*parts: str) -> str:

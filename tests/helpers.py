@@ -47,3 +47,41 @@ def decode_seg(seg_path, source_datasets) -> np.ndarray:
     return lut[arr]
 
 
+
+
+def decode_seg_with_dcmqi(seg_path, target_shape, target_affine_ras, workdir) -> np.ndarray:
+    """Label map on a target grid decoded independently by dcmqi's ``segimage2itkimage``.
+
+    Each segment file dcmqi writes is mapped into the target grid through world coordinates
+    (target voxel -> world -> dcmqi voxel), so grids that differ in extent or order still compare.
+    """
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nibabel as nib
+
+    from spineseg.codes_table import STRUCTURES
+
+    exe = Path(sys.executable).parent / "segimage2itkimage"
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(exe), "--inputDICOM", str(seg_path), "--outputDirectory", str(workdir), "--prefix", "s",
+                    "--outputType", "nifti"], check=True, capture_output=True, timeout=300)
+    meta = json.loads((workdir / "s-meta.json").read_text())
+    by_code = {v["type"][0]: k for k, v in STRUCTURES.items()}
+    out = np.zeros(target_shape, np.uint8)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in target_shape], indexing="ij"), -1).reshape(-1, 3)
+    world = target_affine_ras @ np.c_[idx, np.ones(len(idx))].T
+    for group in meta["segmentAttributes"]:
+        for attr in group:
+            img = nib.load(workdir / f"s-{attr['labelID']}.nii.gz")
+            data = np.asanyarray(img.dataobj)
+            src = np.round(np.linalg.inv(img.affine) @ world)[:3].astype(int)
+            inside = np.all((src >= 0) & (src < np.array(data.shape[:3])[:, None]), axis=0)
+            hit = np.zeros(len(idx), bool)
+            hit[inside] = data[tuple(src[:, inside])] > 0
+            code = attr["SegmentedPropertyTypeCodeSequence"]["CodeValue"]
+            out.reshape(-1)[hit] = by_code[code]
+    return out

@@ -5,7 +5,7 @@ import pytest
 
 import phantom as P
 from conftest import run_dciodvfy
-from helpers import decode_seg, fake_model_description
+from helpers import decode_seg, decode_seg_with_dcmqi, fake_model_description
 from spineseg.codes_table import STRUCTURES
 from spineseg.dicom_input import load_volume, scan_dicom
 from spineseg.seg_writer import SegSettings, build_seg, write_label_nifti, write_seg
@@ -39,6 +39,8 @@ def test_seg_is_valid_and_exact_in_every_orientation(tmp_path, plane, oblique, r
     decoded = decode_seg(path, vol.datasets)
     assert np.array_equal(decoded, labels)
     assert present == sorted(int(v) for v in np.unique(labels) if v)
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine
+    assert np.array_equal(decode_seg_with_dcmqi(path, labels.shape, ras, tmp_path / "dcmqi"), labels)
 
 
 def test_seg_references_codes_and_identity(tmp_path, phantom_study):
@@ -82,6 +84,28 @@ def test_labelmap_type_is_smaller_and_exact(tmp_path, phantom_study):
     assert errors == []
 
 
+@pytest.mark.parametrize("seg_type,compression", [("BINARY", "jpeg2000"), ("LABELMAP", "rle"),
+                                                   ("LABELMAP", "jpeg2000")])
+def test_compressed_segs_are_exact(tmp_path, phantom_study, seg_type, compression):
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
+    settings = SegSettings(segmentation_type=seg_type, compression=compression)
+    seg, _ = build_seg(vol.datasets, labels, fake_model_description(), settings)
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(decode_seg(path, vol.datasets), labels)
+    assert run_dciodvfy(path)[0] == []
+
+
+def test_invalid_seg_settings_are_refused():
+    from spineseg.errors import SpineSegError
+    for settings in (SegSettings(segmentation_type="FRACTIONAL"), SegSettings(compression="zip"),
+                     SegSettings(segmentation_type="BINARY", compression="rle")):
+        with pytest.raises(SpineSegError) as exc:
+            settings.validate()
+        assert exc.value.code == "BAD_SETTING"
+
+
 def test_real_series_seg_matches_source_geometry(tmp_path, real_t2_dicom):
     import nibabel as nib
 
@@ -99,6 +123,7 @@ def test_real_series_seg_matches_source_geometry(tmp_path, real_t2_dicom):
     errors, _ = run_dciodvfy(path)
     assert errors == []
     assert np.array_equal(decode_seg(path, vol.datasets), labels)
+    assert np.array_equal(decode_seg_with_dcmqi(path, labels.shape, ras, tmp_path / "dcmqi"), labels)
     ds = pydicom.dcmread(path)
     src_iop = [float(v) for v in vol.datasets[0].ImageOrientationPatient]
     seg_iop = [float(v) for v in ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient]

@@ -313,21 +313,24 @@ def render(ph: Phantom, affine: np.ndarray, shape: tuple[int, int, int],
     image = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.uint8)
     offsets = [((np.arange(n) + 0.5) / n - 0.5) if n > 1 else np.zeros(1) for n in oversample]
+    subsamples = [(oi, oj, ok) for oi in offsets[0] for oj in offsets[1] for ok in offsets[2]]
+    centre_sampled = (0.0, 0.0, 0.0) in subsamples
     jj, kk = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+
+    def classify_at(i, oi, oj, ok):
+        idx = np.stack([np.full(jj.size, i + oi), jj.ravel() + oj, kk.ravel() + ok, np.ones(jj.size)])
+        x, y, z, _ = affine @ idx
+        return _classify(ph, x, y, z)
     for i in range(shape[0]):                 # slab by slab keeps memory small for big grids
         acc = np.zeros(shape[1:], np.float32)
-        n = 0
-        for oi in offsets[0]:
-            for oj in offsets[1]:
-                for ok in offsets[2]:
-                    idx = np.stack([np.full(jj.size, i + oi), jj.ravel() + oj, kk.ravel() + ok, np.ones(jj.size)])
-                    x, y, z, _ = affine @ idx
-                    lab, val = _classify(ph, x, y, z)
-                    acc += val.reshape(shape[1:])
-                    if n == len(offsets[0]) * len(offsets[1]) * len(offsets[2]) // 2:
-                        labels[i] = lab.reshape(shape[1:])   # the (middle) centre sub-sample
-                    n += 1
-        image[i] = acc / n
+        for sub in subsamples:
+            lab, val = classify_at(i, *sub)
+            acc += val.reshape(shape[1:])
+            if sub == (0.0, 0.0, 0.0):
+                labels[i] = lab.reshape(shape[1:])
+        if not centre_sampled:                # even sub-sampling has no centre sample: labels at the centre
+            labels[i] = classify_at(i, 0.0, 0.0, 0.0)[0].reshape(shape[1:])
+        image[i] = acc / len(subsamples)
     # smooth field bias, noise and a global scale, all reproducible from the seed
     rng = np.random.default_rng(ph.seed * 7919 + 1 if noise_seed is None else noise_seed)
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), 0).reshape(3, -1)

@@ -289,6 +289,26 @@ def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, s
     return folder
 
 
+def write_provenance(out: Path, cases: int, threads: int) -> None:
+    """models/PROVENANCE.json from what each checkpoint says about its own training."""
+    steps = {}
+    for spec in (STEP1, STEP2):
+        ckpt = out / "nnUNet" / "results" / spec["dataset"] / f"{TRAINER}__{PLANS}__3d_fullres" / "fold_0" / \
+            "checkpoint_final.pth"
+        if ckpt.is_file():
+            prov = torch.load(ckpt, map_location="cpu", weights_only=False).get("spine_seg_provenance", {})
+            steps[spec["dataset"]] = {**prov, "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+    record = {
+        "kind": "phantom", "clinical_use": False,
+        "script": "tools/train_phantom_models.py", "generator": "tools/phantom.py",
+        "trained_on": dt.date.today().isoformat(), "cases_per_run": cases,
+        "train_seed_range": [TRAIN_SEEDS[0], TRAIN_SEEDS[-1]], "torch": torch.__version__, "threads": threads,
+        "network": {"features": list(FEATURES), "patch": list(PATCH), "spacing_mm": SPACING},
+        "steps": steps,
+    }
+    (out / "PROVENANCE.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("models"))
@@ -306,16 +326,7 @@ def main(argv=None) -> int:
         print(f"[{time.time() - started:7.0f} s] {msg}", flush=True)
     for step in a.steps:
         train_step_model(step, a.out, a.iterations, a.cases, a.seed + (1000 if a.resume else 0), log, a.resume)
-    prov = a.out / "PROVENANCE.json"
-    record = json.loads(prov.read_text()) if prov.exists() else {}
-    record.update({
-        "kind": "phantom", "clinical_use": False,
-        "script": "tools/train_phantom_models.py", "generator": "tools/phantom.py",
-        "trained_on": dt.date.today().isoformat(), "iterations": a.iterations, "cases_per_model": a.cases,
-        "train_seed_range": [TRAIN_SEEDS[0], TRAIN_SEEDS[-1]], "total_seconds": round(time.time() - started),
-        "torch": torch.__version__, "threads": a.threads,
-    })
-    prov.write_text(json.dumps(record, indent=2) + "\n")
+    write_provenance(a.out, a.cases, a.threads)
     log(f"done in {time.time() - started:.0f} s")
     return 0
 

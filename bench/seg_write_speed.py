@@ -1,0 +1,56 @@
+"""Time to build and write the DICOM SEG of a clinical-size series with ~50 segments.
+
+A whole-spine phantom is rendered on a sagittal grid of 512x512 pixels x 20 slices (3.5 mm), so every
+vertebra, disc, the cord, canal and sacrum (50 structures) are present; BINARY and LABELMAP are timed.
+
+    python bench/seg_write_speed.py [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
+
+import phantom as P  # noqa: E402
+from helpers import fake_model_description  # noqa: E402
+from spineseg.dicom_input import load_volume, scan_dicom  # noqa: E402
+from spineseg.seg_writer import SegSettings, build_seg, write_seg  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ph = P.make_phantom(5300, "whole")
+        length = ph.fov_z[0] - ph.fov_z[1]
+        geom = P.series_geometry(ph, "sagittal", 3.5, length / 512, lr_width=70, ap_width=length)
+        geom = P.SeriesGeometry(geom.affine, (20, 512, 512), geom.row_dir, geom.col_dir, geom.spacing)
+        image, labels = P.render(ph, geom.affine, geom.shape)
+        P.write_dicom_series(image, geom, tmp / "dicom", 5300)
+        vol = load_volume(scan_dicom(tmp / "dicom").series[0])
+        _, labels = P.render(ph, vol.affine, vol.array.shape)
+        n_segments = len(np.unique(labels)) - 1
+        print(f"series {vol.array.shape[0]}x{vol.array.shape[1]}x{vol.array.shape[2]}, {n_segments} segments")
+        for seg_type in ("BINARY", "LABELMAP"):
+            times = []
+            for _ in range(a.repeats):
+                t0 = time.perf_counter()
+                seg, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type=seg_type))
+                path = write_seg(seg, tmp / f"{seg_type}.dcm")
+                times.append(time.perf_counter() - t0)
+            print(f"{seg_type:8s} build+write: best {min(times):.2f} s, median {np.median(times):.2f} s, "
+                  f"{path.stat().st_size / 1e6:.1f} MB, {int(seg.NumberOfFrames)} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
