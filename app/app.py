@@ -25,11 +25,10 @@ if str(ROOT) not in sys.path:
 
 from spineseg import APP_NAME, __version__  # noqa: E402
 from spineseg.errors import EXIT_USAGE, InputError, SpineSegError  # noqa: E402
-from spineseg.pipeline import DEFAULT_MODELS, AppConfig, run_all  # noqa: E402
+from spineseg.pipeline import DEFAULT_MODELS, AppConfig, load_settings, run_all  # noqa: E402
 from spineseg.report import RunReport  # noqa: E402
 
 log = logging.getLogger("spineseg")
-APP_YAML = ROOT / "app.yaml"
 
 
 def _preload_cuda_runtime() -> None:
@@ -73,13 +72,6 @@ def build_application(config: AppConfig, report: RunReport):
             self.add_flow(deliver, self.report_op, {("delivered", "delivered")})
 
     return SpineSegApp()
-
-
-def load_settings(path: Path = APP_YAML) -> dict:
-    import yaml
-    if not path.exists():
-        return {}
-    return (yaml.safe_load(path.read_text()) or {}).get("spineseg", {}) or {}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
-"""Sends the written SEGs to the configured destinations (none configured: records that)."""
+"""Sends the written SEGs to the configured STOW-RS / C-STORE destinations (none: records that)."""
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from spineseg.pipeline import AppConfig
+from spineseg.pipeline import AppConfig, deliver_results
 from spineseg.report import RunReport
 
 
@@ -17,6 +17,6 @@ class DeliveryOperator(Operator):
         spec.output("delivered")
 
     def compute(self, op_input, op_output, context):
-        # STOW-RS / C-STORE senders plug in here (issue 6); until one is configured the report's
-        # "delivery" section says that nothing was sent.
-        op_output.emit(op_input.receive("written"), "delivered")
+        written = op_input.receive("written")
+        deliver_results(self.config, self.report)     # raises DeliveryError (exit 5) when not delivered
+        op_output.emit(written, "delivered")

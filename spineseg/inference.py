@@ -213,6 +213,19 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _iterative_label(seg: nib.Nifti1Image, step: str, **params) -> nib.Nifti1Image:
+    """totalspineseg's labelling; its "no landmark" ValueError becomes a specific input error."""
+    import totalspineseg as tss
+    try:
+        return tss.iterative_label(seg, **params)
+    except ValueError as exc:
+        if "landmark" not in str(exc):
+            raise
+        raise InputError("NO_LEVEL_LANDMARK", f"{step} found the spine but none of the landmark discs (C2-C3, C7-T1, "
+                         "T12-L1, L5-S1) that TotalSpineSeg needs to name the levels; send a series whose field of "
+                         "view includes the cranio-cervical or lumbosacral junction.") from exc
+
+
 def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
 
@@ -247,7 +260,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
 
     t = time.perf_counter()
     s1 = tss.largest_component(step1, binarize=True, dilate=5)
-    s1 = tss.iterative_label(s1, **STEP1_LABELLING)
+    s1 = _iterative_label(s1, "Step 1", **STEP1_LABELLING)
     if not np.asanyarray(s1.dataobj).any():
         raise InputError("NO_SPINE_FOUND", "Step 1 found no spine in the chosen series: the images are likely "
                          "too different from the training data (not a spine MRI, or very low quality).")
@@ -267,7 +280,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
 
     t = time.perf_counter()
     s2 = tss.largest_component(step2, binarize=True, dilate=5)
-    s2 = tss.iterative_label(s2, **STEP2_LABELLING)
+    s2 = _iterative_label(s2, "Step 2", **STEP2_LABELLING)
     s2 = tss.fill_canal(s2, **FILL_CANAL)
     s2 = tss.transform_seg2image(iso, s2)
     final = tss.transform_seg2image(raw, s2, interpolation="nearest")

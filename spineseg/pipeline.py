@@ -9,8 +9,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .delivery import RetryPolicy, deliver_all, destinations_from_settings, policy_from_settings
 from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, scan_dicom
-from .errors import SpineSegError
+from .errors import DeliveryError, SpineSegError
 from .inference import ModelPair, SegmentationResult, load_models, segment_volume
 from .report import RunReport, structures_found
 from .seg_writer import SegSettings, build_seg, write_label_nifti, write_seg
@@ -19,6 +20,15 @@ from .selection import SelectionRules, select_series
 log = logging.getLogger("spineseg")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO_ROOT / "models"
+APP_YAML = REPO_ROOT / "app.yaml"
+
+
+def load_settings(path: Path = APP_YAML) -> dict:
+    """The ``spineseg`` section of app.yaml (empty when the file is absent)."""
+    import yaml
+    if not Path(path).exists():
+        return {}
+    return (yaml.safe_load(Path(path).read_text()) or {}).get("spineseg", {}) or {}
 
 
 @dataclass
@@ -31,6 +41,8 @@ class AppConfig:
     max_voxels: int = 200_000_000
     seg: SegSettings = field(default_factory=SegSettings)
     selection: SelectionRules = field(default_factory=SelectionRules)
+    destinations: list = field(default_factory=list)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
     def from_settings(cls, input_dir: Path, output_dir: Path, models_dir: Path | None,
@@ -59,6 +71,8 @@ class AppConfig:
                   device=s.get("device", "auto"), model_release=str(s.get("model_release", "auto")),
                   max_voxels=int(s.get("max_voxels", 200_000_000)),
                   seg=SegSettings(**seg), selection=SelectionRules(**sel))
+        cfg.destinations = destinations_from_settings(s, env)
+        cfg.retry = policy_from_settings(s, env)
         cfg.seg.validate()
         return cfg
 
@@ -164,6 +178,21 @@ def _missing_between(present: list[int]) -> list[str]:
     return [STRUCTURES[v]["name"] for v in order[lo:hi + 1] if v not in present]
 
 
+def seg_files(report: RunReport) -> list[Path]:
+    return [report.output_dir / e["outputs"]["seg"] for e in report.processed if "seg" in e.get("outputs", {})]
+
+
+def deliver_results(cfg: AppConfig, report: RunReport) -> None:
+    """Send the SEGs; raise DeliveryError (exit 5) when a configured destination did not take them."""
+    with report.stage("deliver"):
+        report.delivery = deliver_all(seg_files(report), cfg.destinations, cfg.retry)
+    failed = [d for d in report.delivery.get("destinations", []) if d["status"] != "delivered"]
+    if failed:
+        raise DeliveryError("DELIVERY_FAILED", "Results are in the output folder but were not delivered to "
+                            + "; ".join(f"{d['destination']} ({d['reason']})" for d in failed)
+                            + ". Re-send later with `python -m spineseg.resend OUTPUT_FOLDER`.")
+
+
 def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
     """The whole job without Holoscan (used by tests and by the operators' logic)."""
     scan = scan_study(cfg, report)
@@ -175,5 +204,6 @@ def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
         result = segment(volume, models, report)
         report.processed.append(write_results(volume, result, models, cfg, report, output_stem(volume, taken)))
         del volume, result
+    deliver_results(cfg, report)
     return report.processed
 

@@ -1,6 +1,7 @@
 """Shared fixtures: phantom studies, the bundled models, the real data in ../shared (when present)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -63,3 +64,85 @@ def make_case(tmp_path_factory):
         out = tmp_path_factory.mktemp(f"phantom_{seed}")
         return P.write_case(seed, out, **kw)
     return _make
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OrthancServer:
+    """A real Orthanc (Debian package) on loopback with authentication, for delivery tests."""
+
+    USER, PASSWORD = "spineseg", "test-secret-7731"
+
+    def __init__(self, root: Path, http_port: int | None = None, dicom_port: int | None = None):
+        import json
+        self.root = root
+        self.http_port, self.dicom_port = http_port or free_port(), dicom_port or free_port()
+        plugin = sorted(Path("/usr/lib/orthanc").glob("libOrthancDicomWeb.so*"))
+        root.mkdir(parents=True, exist_ok=True)
+        self.config = root / "config.json"
+        self.config.write_text(json.dumps({
+            "Name": "spineseg-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+            "Plugins": [str(plugin[0])] if plugin else [], "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": True,
+            "RegisteredUsers": {self.USER: self.PASSWORD}, "DicomServerEnabled": True, "DicomAet": "ORTHANC",
+            "DicomPort": self.dicom_port, "DicomAlwaysAllowStore": True,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}))
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+    def start(self, wait: float = 20.0) -> "OrthancServer":
+        import time
+        import urllib.request
+        exe = shutil.which("Orthanc")
+        self.proc = subprocess.Popen([exe, str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/system")
+        import base64
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode())
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(req, timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Orthanc did not start on port {self.http_port}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def find(self, sop_instance_uid: str) -> list:
+        import requests
+        from dicomweb_client.api import DICOMwebClient
+        s = requests.Session()
+        s.auth = (self.USER, self.PASSWORD)
+        return DICOMwebClient(self.url, session=s).search_for_instances(
+            search_filters={"SOPInstanceUID": sop_instance_uid})
+
+
+def require_orthanc():
+    if shutil.which("Orthanc") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Orthanc is not installed; .ci/run installs the Debian packages orthanc and orthanc-dicomweb")
+        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    require_orthanc()
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()

@@ -92,4 +92,4 @@ def test_blank_image_has_no_spine(models_dir):
     blank = rng.normal(100, 5, (40, 64, 64)).astype(np.float32)
     with pytest.raises(InputError) as exc:
         segment_volume(blank, np.diag([2.0, 1.0, 1.0, 1.0]), models)
-    assert exc.value.code in ("NO_SPINE_FOUND", "NO_DISCS_FOUND")
+    assert exc.value.code in ("NO_SPINE_FOUND", "NO_DISCS_FOUND", "NO_LEVEL_LANDMARK")
