@@ -1,16 +1,13 @@
 """Sends the written SEGs to the configured STOW-RS / C-STORE destinations (none: records that)."""
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import OperatorSpec
 
-from spineseg.pipeline import AppConfig, deliver_results
-from spineseg.report import RunReport
+from spineseg.pipeline import deliver_results
+
+from .base import SpineSegOperator
 
 
-class DeliveryOperator(Operator):
+class DeliveryOperator(SpineSegOperator):
     """Input ``written``; output ``delivered`` (the same entries, after delivery)."""
-
-    def __init__(self, fragment: Fragment, *args, config: AppConfig, report: RunReport, **kwargs):
-        self.config, self.report = config, report
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
         spec.input("written")

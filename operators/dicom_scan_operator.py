@@ -1,16 +1,13 @@
 """Scans the input folder for DICOM (headers only) and emits the series found."""
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import OperatorSpec
 
-from spineseg.pipeline import AppConfig, scan_study
-from spineseg.report import RunReport
+from spineseg.pipeline import scan_study
+
+from .base import SpineSegOperator
 
 
-class DICOMScanOperator(Operator):
+class DICOMScanOperator(SpineSegOperator):
     """Output ``scan``: :class:`spineseg.dicom_input.ScanResult` (no pixel data)."""
-
-    def __init__(self, fragment: Fragment, *args, config: AppConfig, report: RunReport, **kwargs):
-        self.config, self.report = config, report
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
         spec.output("scan")

@@ -1,16 +1,13 @@
 """Writes one DICOM SEG and one NIfTI label map per processed series (atomically)."""
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import OperatorSpec
 
-from spineseg.pipeline import AppConfig, output_stem, write_results
-from spineseg.report import RunReport
+from spineseg.pipeline import output_stem, write_results
+
+from .base import SpineSegOperator
 
 
-class SpineSEGWriterOperator(Operator):
+class SpineSEGWriterOperator(SpineSegOperator):
     """Input ``results``; output ``written``: the report entries of the series written."""
-
-    def __init__(self, fragment: Fragment, *args, config: AppConfig, report: RunReport, **kwargs):
-        self.config, self.report = config, report
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
         spec.input("results")

@@ -1,16 +1,13 @@
 """Chooses the spine series to process and records why the others were not."""
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import OperatorSpec
 
-from spineseg.pipeline import AppConfig, choose_series
-from spineseg.report import RunReport
+from spineseg.pipeline import choose_series
+
+from .base import SpineSegOperator
 
 
-class SpineSeriesSelectorOperator(Operator):
+class SpineSeriesSelectorOperator(SpineSegOperator):
     """Input ``scan``; output ``series``: list of :class:`spineseg.dicom_input.SeriesInfo`."""
-
-    def __init__(self, fragment: Fragment, *args, config: AppConfig, report: RunReport, **kwargs):
-        self.config, self.report = config, report
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
         spec.input("scan")

@@ -1,19 +1,16 @@
 """Loads each chosen series' pixels and runs TotalSpineSeg on it, in process."""
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.deploy.core import OperatorSpec
 
-from spineseg.pipeline import AppConfig, get_models, load_series, segment
-from spineseg.report import RunReport
+from spineseg.pipeline import get_models, load_series, segment
+
+from .base import SpineSegOperator
 
 
-class TotalSpineSegOperator(Operator):
+class TotalSpineSegOperator(SpineSegOperator):
     """Input ``series``; output ``results``: list of (Volume, SegmentationResult).
 
     The models load on the first compute and stay loaded for the life of the process.
     """
-
-    def __init__(self, fragment: Fragment, *args, config: AppConfig, report: RunReport, **kwargs):
-        self.config, self.report = config, report
-        super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
         spec.input("series")

@@ -146,3 +146,16 @@ def orthanc(tmp_path_factory):
     server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def phantom_seg(phantom_study, tmp_path_factory):
+    """A SEG of the lumbar phantom's ground truth (no model needed), written to disk."""
+    import phantom as P
+    from helpers import fake_model_description
+    from spineseg.dicom_input import load_volume, scan_dicom
+    from spineseg.seg_writer import build_seg, write_seg
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
+    seg, _ = build_seg(vol.datasets, labels, fake_model_description())
+    return write_seg(seg, tmp_path_factory.mktemp("phantom_seg") / "seg.dcm")

@@ -9,21 +9,14 @@ import time
 import pydicom
 import pytest
 
-import phantom as P
 from conftest import ROOT, OrthancServer, free_port, require_orthanc
-from helpers import fake_model_description
 from spineseg.delivery import (CStoreDestination, RetryPolicy, StowDestination, deliver,
                                destinations_from_settings)
-from spineseg.dicom_input import load_volume, scan_dicom
-from spineseg.seg_writer import build_seg, write_seg
 
 
 @pytest.fixture(scope="module")
-def seg_path(phantom_study, tmp_path_factory):
-    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
-    _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
-    seg, _ = build_seg(vol.datasets, labels, fake_model_description())
-    return write_seg(seg, tmp_path_factory.mktemp("delivery") / "seg.dcm")
+def seg_path(phantom_seg):
+    return phantom_seg
 
 
 def test_destinations_come_from_environment_and_hide_secrets():

@@ -7,10 +7,6 @@ import os
 import pydicom
 import pytest
 
-import phantom as P
-from helpers import fake_model_description
-from spineseg.dicom_input import load_volume, scan_dicom
-from spineseg.seg_writer import build_seg, write_seg
 
 ORTHANC = os.environ.get("SPINESEG_TEST_ORTHANC")
 pytestmark = pytest.mark.skipif(not ORTHANC, reason="no Orthanc test server (started by .ci/run)")
@@ -23,11 +19,8 @@ def pacs():
 
 
 @pytest.fixture(scope="module")
-def seg_file(phantom_study, tmp_path_factory):
-    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
-    _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
-    seg, _ = build_seg(vol.datasets, labels, fake_model_description())
-    return write_seg(seg, tmp_path_factory.mktemp("pacs") / "seg.dcm")
+def seg_file(phantom_seg):
+    return phantom_seg
 
 
 def _client(pacs, password=None):

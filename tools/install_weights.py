@@ -12,7 +12,6 @@ the models folder as it was.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import sys
@@ -25,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spineseg.errors import ModelError  # noqa: E402
-from spineseg.inference import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder  # noqa: E402
+from spineseg.inference import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder,  # noqa: E402
+                                sha256_of)
 
 DATASETS = (STEP1_DATASET, STEP2_DATASET)
 
@@ -54,17 +54,9 @@ def fetch(source: str, into: Path) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_zip(path: Path, expected_sha256: str | None = None) -> str:
     """Validate one release zip; return the dataset it holds."""
-    if expected_sha256 and sha256_file(path) != expected_sha256.lower():
+    if expected_sha256 and sha256_of(path) != expected_sha256.lower():
         raise ModelError("WEIGHTS_CORRUPT", f"{path.name}: SHA-256 does not match the expected value; "
                          "download it again.", path=str(path))
     try:
