@@ -4,7 +4,6 @@ import shutil
 import numpy as np
 import pytest
 
-import phantom as P
 from helpers import group_dice
 from spineseg.dicom_input import load_volume, scan_dicom
 from spineseg.errors import InputError, ModelError

@@ -104,7 +104,7 @@ def install(sources: list[str], models_dir: Path, release: str | None = None,
             raise ModelError("WEIGHTS_MALFORMED", f"no zip holds {missing[0]}; both steps are needed.")
         release = release or release_of(found[STEP1_DATASET].name) or "custom"
         staging = tmp / "staging"
-        for ds, z in found.items():
+        for z in found.values():
             with zipfile.ZipFile(z) as zf:
                 zf.extractall(staging)
         for ds in DATASETS:      # load each model exactly as the app will
