@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from .errors import InputError
 
@@ -43,7 +42,6 @@ class SeriesInfo:
 
     def summary(self) -> dict:
         """Identifiers and descriptors safe for logs and reports (no patient data)."""
-        ds = self.first
         return {
             "study_instance_uid": self.study_uid,
             "series_instance_uid": self.series_uid,
@@ -51,8 +49,8 @@ class SeriesInfo:
             "modality": self.modality,
             "series_description": self.description,
             "instances": len(self.files),
-            "image_type": list(getattr(ds, "ImageType", []) or []),
-            "body_part_examined": str(getattr(ds, "BodyPartExamined", "") or ""),
+            "image_type": [str(v) for v in safe_values(self.first, "ImageType")],
+            "body_part_examined": " ".join(str(v) for v in safe_values(self.first, "BodyPartExamined")),
         }
 
 
@@ -103,26 +101,21 @@ def scan_dicom(root: Path) -> ScanResult:
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            fields = _header_fields(ds, path)
+        except Exception as exc:  # pydicom raises many types on damaged files: skip and say why
             skipped.append((str(path), f"not readable as DICOM ({type(exc).__name__})"))
             continue
-        sop_class = str(getattr(ds, "SOPClassUID", "") or ds.get((0x0002, 0x0002), ""))
-        media_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
-        if DICOMDIR_SOP_CLASS in (sop_class, media_class) or path.name.upper() == "DICOMDIR":
+        if fields is None:
             skipped.append((str(path), "DICOMDIR (the images it indexes are scanned directly)"))
             continue
-        series_uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
-        if not series_uid or not getattr(ds, "StudyInstanceUID", None):
+        if not fields["series_uid"] or not fields["study_uid"]:
             skipped.append((str(path), "no StudyInstanceUID/SeriesInstanceUID"))
             continue
-        info = by_series.get(series_uid)
+        info = by_series.get(fields["series_uid"])
         if info is None:
-            number = getattr(ds, "SeriesNumber", None)
-            info = by_series[series_uid] = SeriesInfo(
-                study_uid=str(ds.StudyInstanceUID), series_uid=series_uid,
-                modality=str(getattr(ds, "Modality", "") or ""),
-                description=str(getattr(ds, "SeriesDescription", "") or ""),
-                series_number=int(number) if number not in (None, "") else None)
+            info = by_series[fields["series_uid"]] = SeriesInfo(
+                study_uid=fields["study_uid"], series_uid=fields["series_uid"], modality=fields["modality"],
+                description=fields["description"], series_number=fields["series_number"])
         info.files.append(path)
         info.headers.append(ds)
     if not by_series:
@@ -132,6 +125,45 @@ def scan_dicom(root: Path) -> ScanResult:
     log.info("scanned %d files: %d series, %d skipped", len(paths), len(by_series), len(skipped))
     return ScanResult(sorted(by_series.values(), key=lambda s: (s.series_number or 0, s.series_uid)),
                       len(paths), skipped)
+
+
+def safe_values(ds: Dataset, attr: str) -> list:
+    """An attribute's values as a list; [] when absent or undecodable (damaged headers must not crash)."""
+    try:
+        value = getattr(ds, attr, None)
+    except Exception:
+        return []
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+
+
+def _header_fields(ds: Dataset, path: Path) -> dict | None:
+    """The grouping fields of a header, parsed now so that a damaged header fails here (None: DICOMDIR)."""
+    sop_class = str(getattr(ds, "SOPClassUID", "") or "")
+    media_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if DICOMDIR_SOP_CLASS in (sop_class, media_class) or path.name.upper() == "DICOMDIR":
+        return None
+    number = getattr(ds, "SeriesNumber", None)
+    return {"series_uid": str(getattr(ds, "SeriesInstanceUID", "") or ""),
+            "study_uid": str(getattr(ds, "StudyInstanceUID", "") or ""),
+            "modality": str(getattr(ds, "Modality", "") or ""),
+            "description": str(getattr(ds, "SeriesDescription", "") or ""),
+            "series_number": int(number) if number not in (None, "") else None}
+
+
+def _floats(ds: Dataset, attr: str, n: int, path) -> np.ndarray:
+    """``n`` finite numbers from a multi-valued attribute, or a clear error naming the file."""
+    try:
+        value = getattr(ds, attr)
+        out = np.array([float(v) for v in value], float)
+    except Exception as exc:
+        raise InputError("BAD_GEOMETRY", f"{path}: {attr} is missing or not numeric; the image cannot be placed "
+                         "in space.", path=str(path)) from exc
+    if out.shape != (n,) or not np.isfinite(out).all():
+        raise InputError("BAD_GEOMETRY", f"{path}: {attr} should hold {n} finite numbers, it holds "
+                         f"{list(out)}.", path=str(path))
+    return out
 
 
 def orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,23 +189,38 @@ def plane_of(ds: Dataset) -> str:
 def _slice_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Order of the instances along the slice normal, their positions, and the normal."""
     headers = series.headers
-    for attr in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
-        missing = [str(series.files[i]) for i, ds in enumerate(headers) if getattr(ds, attr, None) in (None, "")]
-        if missing:
-            raise InputError("MISSING_GEOMETRY", f"Series {series.series_number} ({series.description!r}) has no "
-                             f"{attr} in {missing[0]}{' and others' if len(missing) > 1 else ''}; the images cannot "
-                             "be placed in space. Export the original scanner series.",
-                             path=missing[0], series_uid=series.series_uid)
-    iops = {tuple(round(float(v), 3) for v in ds.ImageOrientationPatient) for ds in headers}
-    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
-    spacings = {tuple(round(float(v), 4) for v in ds.PixelSpacing) for ds in headers}
+    iops, ipps, spacings, sizes = [], [], [], []
+    for ds, path in zip(headers, series.files):
+        for attr in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
+            if getattr(ds, attr, None) in (None, ""):
+                raise InputError("MISSING_GEOMETRY", f"Series {series.series_number} ({series.description!r}) has "
+                                 f"no {attr} in {path}; the images cannot be placed in space. Export the original "
+                                 "scanner series.", path=str(path), series_uid=series.series_uid)
+        iop = _floats(ds, "ImageOrientationPatient", 6, path)
+        if abs(np.linalg.norm(iop[:3]) - 1) > 0.01 or abs(np.linalg.norm(iop[3:]) - 1) > 0.01 or \
+                abs(float(np.dot(iop[:3], iop[3:]))) > 0.01:
+            raise InputError("BAD_GEOMETRY", f"{path}: ImageOrientationPatient {list(iop)} is not two orthogonal "
+                             "unit vectors.", path=str(path), series_uid=series.series_uid)
+        iops.append(tuple(np.round(iop, 3)))
+        ipps.append(_floats(ds, "ImagePositionPatient", 3, path))
+        spacing = _floats(ds, "PixelSpacing", 2, path)
+        if (spacing <= 0).any():
+            raise InputError("BAD_GEOMETRY", f"{path}: PixelSpacing {list(spacing)} must be positive.",
+                             path=str(path), series_uid=series.series_uid)
+        spacings.append(tuple(np.round(spacing, 4)))
+        try:
+            sizes.append((int(ds.Rows), int(ds.Columns)))
+        except (TypeError, ValueError) as exc:
+            raise InputError("BAD_GEOMETRY", f"{path}: Rows/Columns are not integers.", path=str(path),
+                             series_uid=series.series_uid) from exc
+    iops, sizes, spacings = set(iops), set(sizes), set(spacings)
     if len(iops) > 1 or len(sizes) > 1 or len(spacings) > 1:
         what = "orientations" if len(iops) > 1 else "image sizes" if len(sizes) > 1 else "pixel spacings"
         raise InputError("MIXED_GEOMETRY", f"Series {series.series_number} ({series.description!r}) mixes "
                          f"{what} across its {len(headers)} images; it is not one volume. Split it or send the "
                          "reconstructed series.", series_uid=series.series_uid)
     _, _, normal = orientation(headers[0])
-    pos = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
+    pos = np.array(ipps)
     d = pos @ normal
     order = list(np.argsort(d, kind="stable"))
     return order, pos[order], normal
@@ -236,8 +283,15 @@ def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
         if pixels.shape != (rows, cols):
             raise InputError("CORRUPT_PIXEL_DATA", f"{path} holds pixels of shape {pixels.shape}, expected "
                              f"{(rows, cols)}.", path=str(path), series_uid=series.series_uid)
-        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        try:
+            slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+            intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        except (TypeError, ValueError) as exc:
+            raise InputError("BAD_RESCALE", f"{path}: RescaleSlope/RescaleIntercept are not numbers.",
+                             path=str(path), series_uid=series.series_uid) from exc
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            raise InputError("BAD_RESCALE", f"{path}: RescaleSlope/RescaleIntercept are not finite.",
+                             path=str(path), series_uid=series.series_uid)
         array[k] = pixels.astype(np.float32) * slope + intercept
         del ds.PixelData                      # keep headers only; the array holds the pixels
         datasets.append(ds)

@@ -69,6 +69,13 @@ def contrast_of(series: SeriesInfo) -> str:
 
 
 def assess(series: SeriesInfo, rules: SelectionRules) -> Candidate:
+    try:
+        return _assess(series, rules)
+    except Exception as exc:  # a damaged header makes a series ineligible, never the app crash
+        return Candidate(series, eligible=False, reasons=[f"unreadable header ({type(exc).__name__})"])
+
+
+def _assess(series: SeriesInfo, rules: SelectionRules) -> Candidate:
     ds = series.first
     cand = Candidate(series, eligible=True, plane=plane_of(ds), contrast=contrast_of(series))
     sop = str(getattr(ds, "SOPClassUID", ""))

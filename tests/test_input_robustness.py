@@ -1,0 +1,111 @@
+"""Real-world input: compressed transfer syntaxes, DICOMDIR, and fuzzed headers and pixels."""
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+import phantom as P
+from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.errors import SpineSegError
+from spineseg.selection import select_series
+
+
+@pytest.fixture(scope="module")
+def small_series(tmp_path_factory):
+    """A tiny 6-slice sagittal phantom series (fast to copy and mutate)."""
+    root = tmp_path_factory.mktemp("small")
+    ph = P.make_phantom(5400, "lumbar")
+    geom = P.series_geometry(ph, "sagittal", 12.0, 4.0)
+    image, _ = P.render(ph, geom.affine, geom.shape)
+    files = P.write_dicom_series(image, geom, root / "dicom", 5400)
+    return files
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda u: u.name)
+def test_lossless_compressed_series_give_the_same_volume(tmp_path, phantom_study, syntax):
+    src = phantom_study["dicom_files"][0].parent
+    reference = load_volume(scan_dicom(src).series[0])
+    for f in sorted(src.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.compress(syntax)
+        ds.save_as(tmp_path / f.name)
+    assert pydicom.dcmread(next(tmp_path.glob("*.dcm"))).file_meta.TransferSyntaxUID == syntax
+    volume = load_volume(scan_dicom(tmp_path).series[0])
+    assert np.array_equal(volume.array, reference.array)
+    assert np.allclose(volume.affine, reference.affine)
+
+
+def test_dicomdir_file_set_is_read_through(tmp_path, small_series):
+    from pydicom.fileset import FileSet
+    fs = FileSet()
+    for f in small_series:
+        fs.add(pydicom.dcmread(f))
+    fs.write(tmp_path / "media")
+    scan = scan_dicom(tmp_path / "media")
+    assert [s.series_uid for s in scan.series] == [pydicom.dcmread(small_series[0]).SeriesInstanceUID]
+    assert any("DICOMDIR" in reason for _, reason in scan.skipped)
+    assert load_volume(scan.series[0]).array.shape[0] == len(small_series)
+
+
+ATTRIBUTES = ["Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
+              "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel", "SOPClassUID", "Modality",
+              "SeriesInstanceUID", "StudyInstanceUID", "NumberOfFrames", "RescaleSlope", "RescaleIntercept",
+              "PhotometricInterpretation", "ImageType", "SeriesDescription", "SliceThickness", "PixelData"]
+VALUES = st.one_of(st.none(), st.integers(-70000, 70000), st.floats(allow_nan=True, allow_infinity=True),
+                   st.text(max_size=20), st.lists(st.one_of(st.floats(-1e4, 1e4), st.just(float("nan"))), max_size=7),
+                   st.binary(max_size=64))
+
+
+@st.composite
+def mutations(draw):
+    kind = draw(st.sampled_from(["set", "delete", "truncate", "flip"]))
+    return (kind, draw(st.integers(0, 5)), draw(st.sampled_from(ATTRIBUTES)), draw(VALUES),
+            draw(st.integers(0, 10_000)), draw(st.integers(1, 255)))
+
+
+def _mutate(path, kind, attribute, value, offset, byte):
+    if kind in ("truncate", "flip"):
+        data = bytearray(path.read_bytes())
+        if not data:
+            return
+        pos = offset % len(data)
+        if kind == "truncate":
+            del data[pos:]
+        else:
+            data[pos] ^= byte
+        path.write_bytes(bytes(data))
+        return
+    try:   # a mutation that pydicom itself cannot write is not a test input
+        ds = pydicom.dcmread(path, force=True)
+        if kind == "delete":
+            if attribute in ds:
+                delattr(ds, attribute)
+        else:
+            setattr(ds, attribute, value)
+        ds.save_as(path)
+    except Exception:
+        return
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(st.lists(mutations(), min_size=1, max_size=3))
+def test_fuzzed_series_end_in_a_volume_or_a_clear_error(tmp_path_factory, small_series, muts):
+    folder = tmp_path_factory.mktemp("fuzz", numbered=True)
+    files = [shutil.copy(f, folder / f.name) for f in small_series]
+    for kind, index, attribute, value, offset, byte in muts:
+        _mutate(folder / files[index % len(files)].name, kind, attribute, value, offset, byte)
+    try:
+        scan = scan_dicom(folder)
+        chosen, _ = select_series(scan.series)
+        volume = load_volume(chosen[0].series, max_voxels=50_000_000)
+    except SpineSegError as exc:
+        assert exc.code and exc.message      # a clear, coded error
+        return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert volume.array.ndim == 3 and np.isfinite(volume.affine).all()
