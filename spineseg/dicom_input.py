@@ -275,6 +275,14 @@ def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
         path = series.files[idx]
         try:
             ds = pydicom.dcmread(path)
+        except Exception as exc:
+            raise InputError("CORRUPT_FILE", f"Cannot read {path} ({type(exc).__name__}); the file is damaged.",
+                             path=str(path), series_uid=series.series_uid) from exc
+        if "PixelData" not in ds:
+            raise InputError("NO_PIXEL_DATA", f"{path} has no pixel data (a header-only or presentation object in "
+                             "an image series); resend the complete series.", path=str(path),
+                             series_uid=series.series_uid)
+        try:
             pixels = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for corrupt or truncated files
             raise InputError("CORRUPT_PIXEL_DATA", f"Cannot decode the pixel data of {path} "

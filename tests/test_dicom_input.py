@@ -100,3 +100,25 @@ def test_real_series_matches_its_nifti_in_world_space(real_t2_dicom):
     nidx = np.round(np.linalg.inv(nii.affine) @ world)[:3].astype(int).T
     assert np.allclose((np.linalg.inv(nii.affine) @ world)[:3].T, nidx, atol=1e-3)
     assert np.array_equal(vol.array.reshape(-1), data[tuple(nidx.T)].astype(np.float32))
+
+
+def test_missing_pixel_data_is_named(tmp_path, phantom_study):
+    src = _copy_series(phantom_study, tmp_path / "s")
+    victim = sorted(src.glob("*.dcm"))[2]
+    ds = pydicom.dcmread(victim)
+    del ds.PixelData
+    ds.save_as(victim)
+    with pytest.raises(InputError) as exc:
+        load_volume(scan_dicom(src).series[0])
+    assert exc.value.code == "NO_PIXEL_DATA" and victim.name in exc.value.message
+
+
+def test_bad_orientation_is_a_clear_error(tmp_path, phantom_study):
+    src = _copy_series(phantom_study, tmp_path / "s")
+    victim = sorted(src.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(victim)
+    ds.ImageOrientationPatient = [1, 0, 0, 1, 0, 0]
+    ds.save_as(victim)
+    with pytest.raises(InputError) as exc:
+        load_volume(scan_dicom(src).series[0])
+    assert exc.value.code == "BAD_GEOMETRY" and victim.name in exc.value.message
