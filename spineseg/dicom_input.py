@@ -40,6 +40,17 @@ class SeriesInfo:
     def first(self) -> Dataset:
         return self.headers[0]
 
+    @property
+    def n_images(self) -> int:
+        """Images in the series: frames of multi-frame (Enhanced) instances count one each."""
+        total = 0
+        for ds in self.headers:
+            try:
+                total += max(1, int(getattr(ds, "NumberOfFrames", 1) or 1))
+            except (TypeError, ValueError):
+                total += 1
+        return total
+
     def summary(self) -> dict:
         """Identifiers and descriptors safe for logs and reports (no patient data)."""
         return {
@@ -49,6 +60,7 @@ class SeriesInfo:
             "modality": self.modality,
             "series_description": self.description,
             "instances": len(self.files),
+            "images": self.n_images,
             "image_type": [str(v) for v in safe_values(self.first, "ImageType")],
             "body_part_examined": " ".join(str(v) for v in safe_values(self.first, "BodyPartExamined")),
         }
@@ -75,6 +87,15 @@ class Volume:
     datasets: list[Dataset]
     series: SeriesInfo
     warnings: list[str] = field(default_factory=list)
+    source_frames: list[int] | None = None   # multi-frame source: its frame index of each slice
+
+    def in_source_order(self, labels: np.ndarray) -> tuple[list[Dataset], np.ndarray]:
+        """(source datasets, labels as frames in their order) as a SEG must reference them."""
+        if self.source_frames is None:
+            return self.datasets, labels
+        out = np.empty_like(labels)
+        out[self.source_frames] = labels
+        return self.datasets, out
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -175,10 +196,13 @@ def orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def plane_of(ds: Dataset) -> str:
-    """'sagittal', 'coronal', 'axial' or 'oblique' from ImageOrientationPatient."""
+    """'sagittal', 'coronal', 'axial' or 'oblique' from ImageOrientationPatient (of the first frame of a
+    multi-frame image)."""
     try:
+        if "ImageOrientationPatient" not in ds and "PerFrameFunctionalGroupsSequence" in ds:
+            ds = _frame_refs(ds, Path("?"), int(getattr(ds, "NumberOfFrames", 1) or 1))[0].geometry
         _, _, n = orientation(ds)
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError, IndexError, InputError):
         return "unknown"
     axis = int(np.argmax(np.abs(n)))
     if abs(n[axis]) < 0.8:
@@ -186,11 +210,68 @@ def plane_of(ds: Dataset) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
-def _slice_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Order of the instances along the slice normal, their positions, and the normal."""
-    headers = series.headers
+@dataclass
+class SliceRef:
+    """One 2D image of a series: a single-frame file, or one frame of a multi-frame (Enhanced) file.
+    ``geometry`` holds ImageOrientationPatient, ImagePositionPatient, PixelSpacing, Rows, Columns
+    (and rescale values) as flat attributes, whichever the source."""
+
+    path: Path
+    frame: int | None
+    geometry: Dataset
+
+    def __str__(self) -> str:
+        return f"{self.path} (frame {self.frame + 1})" if self.frame is not None else str(self.path)
+
+
+FRAME_GROUPS = (("PlaneOrientationSequence", "ImageOrientationPatient"),
+                ("PlanePositionSequence", "ImagePositionPatient"),
+                ("PixelMeasuresSequence", "PixelSpacing"),
+                ("PixelValueTransformationSequence", "RescaleSlope"),
+                ("PixelValueTransformationSequence", "RescaleIntercept"))
+
+
+def _frame_refs(ds: Dataset, path: Path, n_frames: int) -> list[SliceRef]:
+    try:
+        shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else Dataset()
+        per_frame = ds.PerFrameFunctionalGroupsSequence
+        if len(per_frame) != n_frames:
+            raise ValueError(f"{len(per_frame)} per-frame groups for {n_frames} frames")
+        refs = []
+        for i in range(n_frames):
+            geo = Dataset()
+            geo.Rows, geo.Columns = ds.Rows, ds.Columns
+            for seq, attr in FRAME_GROUPS:
+                for group in (per_frame[i], shared):
+                    if seq in group and len(group[seq].value) and attr in group[seq].value[0]:
+                        setattr(geo, attr, group[seq].value[0][attr].value)
+                        break
+            refs.append(SliceRef(path, i, geo))
+        return refs
+    except Exception as exc:
+        raise InputError("BAD_GEOMETRY", f"{path}: the per-frame functional groups of this multi-frame image "
+                         f"cannot be read ({type(exc).__name__}: {exc}).", path=str(path)) from exc
+
+
+def slice_refs(series: SeriesInfo) -> list[SliceRef]:
+    refs: list[SliceRef] = []
+    for ds, path in zip(series.headers, series.files):
+        try:
+            n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            n = 1
+        if n > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+            refs.extend(_frame_refs(ds, path, n))
+        else:
+            refs.append(SliceRef(path, None, ds))
+    return refs
+
+
+def _slice_stack(series: SeriesInfo, refs: list[SliceRef]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Order of the images along the slice normal, their positions, and the normal."""
     iops, ipps, spacings, sizes = [], [], [], []
-    for ds, path in zip(headers, series.files):
+    for ref in refs:
+        ds, path = ref.geometry, ref
         for attr in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
             if getattr(ds, attr, None) in (None, ""):
                 raise InputError("MISSING_GEOMETRY", f"Series {series.series_number} ({series.description!r}) has "
@@ -217,26 +298,26 @@ def _slice_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, np.ndarray]
     if len(iops) > 1 or len(sizes) > 1 or len(spacings) > 1:
         what = "orientations" if len(iops) > 1 else "image sizes" if len(sizes) > 1 else "pixel spacings"
         raise InputError("MIXED_GEOMETRY", f"Series {series.series_number} ({series.description!r}) mixes "
-                         f"{what} across its {len(headers)} images; it is not one volume. Split it or send the "
+                         f"{what} across its {len(refs)} images; it is not one volume. Split it or send the "
                          "reconstructed series.", series_uid=series.series_uid)
-    _, _, normal = orientation(headers[0])
+    _, _, normal = orientation(refs[0].geometry)
     pos = np.array(ipps)
     d = pos @ normal
     order = list(np.argsort(d, kind="stable"))
     return order, pos[order], normal
 
 
-def check_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, list[str]]:
+def check_stack(series: SeriesInfo, refs: list[SliceRef]) -> tuple[list[int], np.ndarray, list[str]]:
     """Validate the slice stack; return sorted order, slice step vector and warnings."""
-    if len(series.headers) < 2:
+    if len(refs) < 2:
         raise InputError("SINGLE_SLICE", f"Series {series.series_number} ({series.description!r}) has a single "
                          "image; a 3D series of at least 2 slices is needed.", series_uid=series.series_uid)
-    order, pos, normal = _slice_stack(series)
+    order, pos, normal = _slice_stack(series, refs)
     d = pos @ normal
     steps = np.diff(d)
     dup = np.flatnonzero(steps < DUPLICATE_TOLERANCE_MM)
     if dup.size:
-        f = series.files[order[dup[0] + 1]]
+        f = refs[order[dup[0] + 1]]
         raise InputError("DUPLICATE_SLICES", f"Series {series.series_number} ({series.description!r}) has "
                          f"{dup.size + 1} images at the same position (e.g. {f}); it may hold several echoes "
                          "or repeats. Send a single-echo series.", path=str(f), series_uid=series.series_uid)
@@ -259,10 +340,48 @@ def check_stack(series: SeriesInfo) -> tuple[list[int], np.ndarray, list[str]]:
     return order, step_vec, warnings
 
 
+def _read_pixels(path: Path, series: SeriesInfo) -> tuple[Dataset, np.ndarray]:
+    """A file's dataset (pixel data removed) and its decoded frames, or a specific error."""
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise InputError("CORRUPT_FILE", f"Cannot read {path} ({type(exc).__name__}); the file is damaged.",
+                         path=str(path), series_uid=series.series_uid) from exc
+    if "PixelData" not in ds:
+        raise InputError("NO_PIXEL_DATA", f"{path} has no pixel data (a header-only or presentation object in "
+                         "an image series); resend the complete series.", path=str(path),
+                         series_uid=series.series_uid)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for corrupt or truncated files
+        raise InputError("CORRUPT_PIXEL_DATA", f"Cannot decode the pixel data of {path} "
+                         f"({type(exc).__name__}: {exc}); the file is truncated, corrupt or uses an "
+                         "unsupported transfer syntax.", path=str(path), series_uid=series.series_uid) from exc
+    del ds.PixelData                      # keep the header only; the volume holds the pixels
+    return ds, pixels
+
+
+def _rescale(ref: SliceRef, series: SeriesInfo) -> tuple[float, float]:
+    try:
+        slope = float(getattr(ref.geometry, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ref.geometry, "RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise InputError("BAD_RESCALE", f"{ref}: RescaleSlope/RescaleIntercept are not numbers.",
+                         path=str(ref.path), series_uid=series.series_uid) from exc
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise InputError("BAD_RESCALE", f"{ref}: RescaleSlope/RescaleIntercept are not finite.",
+                         path=str(ref.path), series_uid=series.series_uid)
+    return slope, intercept
+
+
 def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
-    """Decode the pixels of ``series`` into a float32 volume with its LPS affine."""
-    order, step_vec, warnings = check_stack(series)
-    first = series.headers[order[0]]
+    """Decode the pixels of ``series`` into a float32 volume with its LPS affine.
+
+    Classic series (one file per slice) and multi-frame Enhanced MR instances both work.
+    """
+    refs = slice_refs(series)
+    order, step_vec, warnings = check_stack(series, refs)
+    first = refs[order[0]].geometry
     rows, cols = int(first.Rows), int(first.Columns)
     n = len(order)
     if max_voxels is not None and n * rows * cols > max_voxels:
@@ -270,39 +389,32 @@ def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
                          f"{n}x{rows}x{cols} voxels, above the configured limit of {max_voxels}; raise "
                          "SPINESEG_MAX_VOXELS or send a smaller series.", series_uid=series.series_uid)
     array = np.empty((n, rows, cols), np.float32)
-    datasets = []
+    decoded: dict[Path, tuple[Dataset, np.ndarray]] = {}
+    datasets: list[Dataset] = []
     for k, idx in enumerate(order):
-        path = series.files[idx]
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:
-            raise InputError("CORRUPT_FILE", f"Cannot read {path} ({type(exc).__name__}); the file is damaged.",
-                             path=str(path), series_uid=series.series_uid) from exc
-        if "PixelData" not in ds:
-            raise InputError("NO_PIXEL_DATA", f"{path} has no pixel data (a header-only or presentation object in "
-                             "an image series); resend the complete series.", path=str(path),
-                             series_uid=series.series_uid)
-        try:
-            pixels = ds.pixel_array
-        except Exception as exc:  # pydicom raises many types for corrupt or truncated files
-            raise InputError("CORRUPT_PIXEL_DATA", f"Cannot decode the pixel data of {path} "
-                             f"({type(exc).__name__}: {exc}); the file is truncated, corrupt or uses an "
-                             "unsupported transfer syntax.", path=str(path), series_uid=series.series_uid) from exc
+        ref = refs[idx]
+        if ref.path not in decoded:
+            decoded[ref.path] = _read_pixels(ref.path, series)
+            if ref.frame is None or not datasets:
+                datasets.append(decoded[ref.path][0])
+        pixels = decoded[ref.path][1]
+        if ref.frame is not None:
+            if pixels.ndim != 3 or ref.frame >= pixels.shape[0]:
+                raise InputError("CORRUPT_PIXEL_DATA", f"{ref.path} holds fewer frames than NumberOfFrames says.",
+                                 path=str(ref.path), series_uid=series.series_uid)
+            pixels = pixels[ref.frame]
         if pixels.shape != (rows, cols):
-            raise InputError("CORRUPT_PIXEL_DATA", f"{path} holds pixels of shape {pixels.shape}, expected "
-                             f"{(rows, cols)}.", path=str(path), series_uid=series.series_uid)
-        try:
-            slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-            intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-        except (TypeError, ValueError) as exc:
-            raise InputError("BAD_RESCALE", f"{path}: RescaleSlope/RescaleIntercept are not numbers.",
-                             path=str(path), series_uid=series.series_uid) from exc
-        if not (np.isfinite(slope) and np.isfinite(intercept)):
-            raise InputError("BAD_RESCALE", f"{path}: RescaleSlope/RescaleIntercept are not finite.",
-                             path=str(path), series_uid=series.series_uid)
+            raise InputError("CORRUPT_PIXEL_DATA", f"{ref} holds pixels of shape {pixels.shape}, expected "
+                             f"{(rows, cols)}.", path=str(ref.path), series_uid=series.series_uid)
+        slope, intercept = _rescale(ref, series)
         array[k] = pixels.astype(np.float32) * slope + intercept
-        del ds.PixelData                      # keep headers only; the array holds the pixels
-        datasets.append(ds)
+        if ref.frame is None:
+            decoded.pop(ref.path)         # single-frame files are used once: free their pixels now
+    if len({r.path for r in refs if r.frame is not None}) > 1:
+        raise InputError("MIXED_GEOMETRY", f"Series {series.series_number} ({series.description!r}) spreads its "
+                         "frames over several multi-frame instances; send one instance per volume.",
+                         series_uid=series.series_uid)
+    frames = [refs[i].frame for i in order] if refs[order[0]].frame is not None else None
     row, col, _ = orientation(first)
     dr, dc = (float(v) for v in first.PixelSpacing)   # PixelSpacing = (row spacing, column spacing)
     affine = np.eye(4)
@@ -310,4 +422,4 @@ def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
     affine[:3, 1] = col * dr
     affine[:3, 2] = row * dc
     affine[:3, 3] = [float(v) for v in first.ImagePositionPatient]
-    return Volume(array, affine, datasets, series, warnings)
+    return Volume(array, affine, datasets, series, warnings, source_frames=frames)

@@ -93,7 +93,7 @@ def choose_series(scan: ScanResult, cfg: AppConfig, report: RunReport) -> list[S
     report.series_seen = [c.as_dict() for c in ranked]
     for c in chosen:
         log.info("chosen series %s (%s, %s, %d images)", c.series.series_number, c.plane, c.contrast,
-                 len(c.series.files))
+                 c.series.n_images)
     return [c.series for c in chosen]
 
 
@@ -153,7 +153,8 @@ def write_results(volume: Volume, result: SegmentationResult, models: ModelPair,
         entry["outputs"] = {"label_map": nifti.name}
         return entry
     with report.stage("write_seg"):
-        seg, present = build_seg(volume.datasets, result.labels, models.describe(), cfg.seg)
+        sources, source_labels = volume.in_source_order(result.labels)
+        seg, present = build_seg(sources, source_labels, models.describe(), cfg.seg)
         path = write_seg(seg, cfg.output_dir / f"{stem}_seg.dcm")
     report.add_output(path)
     entry["seg"] = {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID),

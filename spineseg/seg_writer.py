@@ -95,7 +95,8 @@ def algorithm_identification(model_description: dict):
 
 def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_description: dict,
               settings: SegSettings | None = None) -> tuple[Dataset, list[int]]:
-    """DICOM SEG over ``source_datasets`` (one per slice of ``labels``, in the same order).
+    """DICOM SEG over ``source_datasets``: one per slice of ``labels`` in the same order, or a single
+    multi-frame image whose frames are the slices of ``labels`` in frame order.
 
     Returns the dataset and the label values it holds as segments 1..N (empty structures left out).
     """
@@ -103,9 +104,9 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
 
     settings = settings or SegSettings()
     settings.validate()
-    if labels.shape[0] != len(source_datasets):
-        raise SpineSegError("INTERNAL_GEOMETRY", f"{labels.shape[0]} label slices for {len(source_datasets)} "
-                            "source images")
+    n_frames = sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for ds in source_datasets)
+    if labels.shape[0] != n_frames:
+        raise SpineSegError("INTERNAL_GEOMETRY", f"{labels.shape[0]} label slices for {n_frames} source frames")
     present = [int(v) for v in np.unique(labels) if v != 0]
     unknown = [v for v in present if v not in STRUCTURES]
     if unknown:

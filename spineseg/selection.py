@@ -16,6 +16,7 @@ from .errors import InputError
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
 }
 LOCALIZER_WORDS = re.compile(r"\b(loc|localizer|localiser|scout|survey|3-?plane|tri-?pilot|pilot)\b", re.I)
 PLANE_SCORE = {"sagittal": 30, "coronal": 10, "axial": 5, "oblique": 8, "unknown": 0}
@@ -89,9 +90,9 @@ def _assess(series: SeriesInfo, rules: SelectionRules) -> Candidate:
     if "LOCALIZER" in image_type or LOCALIZER_WORDS.search(series.description):
         cand.eligible = False
         cand.reasons.append("localizer/scout")
-    if cand.eligible and len(series.files) < rules.min_slices:
+    if cand.eligible and series.n_images < rules.min_slices:
         cand.eligible = False
-        cand.reasons.append(f"only {len(series.files)} image(s); at least {rules.min_slices} needed")
+        cand.reasons.append(f"only {series.n_images} image(s); at least {rules.min_slices} needed")
     for key, pattern in rules.require.items():
         if not re.search(pattern, str(getattr(ds, key, "") or ""), re.I):
             cand.eligible = False
@@ -102,12 +103,12 @@ def _assess(series: SeriesInfo, rules: SelectionRules) -> Candidate:
             cand.reasons.append(f"rule: {key} matches excluded {pattern!r}")
     if cand.eligible:
         cand.score = PLANE_SCORE.get(cand.plane, 0) + {"T2": 20, "T1": 10, "STIR": 8}.get(cand.contrast, 5)
-        cand.score += min(len(series.files), 60) / 6.0
+        cand.score += min(series.n_images, 60) / 6.0
         try:
             cand.score += 5.0 / max(float(ds.PixelSpacing[0]), 0.2)
         except (AttributeError, TypeError, ValueError, IndexError):
             pass
-        cand.reasons.append(f"eligible: {cand.plane}, {cand.contrast}, {len(series.files)} images")
+        cand.reasons.append(f"eligible: {cand.plane}, {cand.contrast}, {series.n_images} images")
     return cand
 
 

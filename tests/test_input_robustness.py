@@ -109,3 +109,33 @@ def test_fuzzed_series_end_in_a_volume_or_a_clear_error(tmp_path_factory, small_
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     assert volume.array.ndim == 3 and np.isfinite(volume.affine).all()
+
+
+def test_enhanced_multiframe_mr_gives_the_same_volume_and_a_valid_seg(tmp_path, phantom_study):
+    import highdicom as hd
+
+    from conftest import run_dciodvfy
+    from helpers import fake_model_description
+    from spineseg.seg_writer import build_seg, write_seg
+    src = phantom_study["dicom_files"][0].parent
+    classic = load_volume(scan_dicom(src).series[0])
+    legacy = [pydicom.dcmread(f) for f in np.random.default_rng(1).permutation(sorted(src.glob("*.dcm")))]
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+        legacy, series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "in").mkdir()
+    enhanced.save_as(tmp_path / "in" / "enhanced.dcm")
+    scan = scan_dicom(tmp_path / "in")
+    chosen, _ = select_series(scan.series)
+    assert chosen[0].series.n_images == classic.array.shape[0] and chosen[0].plane == "sagittal"
+    volume = load_volume(chosen[0].series)
+    assert np.array_equal(volume.array, classic.array)
+    assert np.allclose(volume.affine, classic.affine, atol=1e-4)
+    _, labels = P.render(phantom_study["phantom"], volume.affine, volume.array.shape)
+    sources, frame_labels = volume.in_source_order(labels)
+    seg, _ = build_seg(sources, frame_labels, fake_model_description())
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    assert run_dciodvfy(path)[0] == []
+    decoded = hd.seg.segread(path).get_pixels_by_source_frame(
+        str(enhanced.SOPInstanceUID), list(range(1, len(sources[0].PerFrameFunctionalGroupsSequence) + 1)),
+        combine_segments=True, assert_missing_frames_are_empty=True)
+    assert np.array_equal(decoded > 0, frame_labels > 0)
