@@ -117,7 +117,8 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     segment_map = lut[labels]
     src = source_datasets[0]
     phantom = model_description["step1"]["kind"] == "phantom" or model_description["step2"]["kind"] == "phantom"
-    description = settings.series_description + (" - PHANTOM MODEL, NOT FOR CLINICAL USE" if phantom else "")
+    # the warning comes first so that the 64-character limit of LO can never cut it off
+    description = ("PHANTOM MODEL NOT FOR CLINICAL USE: " if phantom else "") + settings.series_description
     source_number = int(getattr(src, "SeriesNumber", 0) or 0)
     series_number = settings.series_number if settings.series_number is not None else 1000 + source_number
     weights_id = model_description["step1"]["sha256"] + model_description["step2"]["sha256"]

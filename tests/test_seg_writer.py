@@ -56,7 +56,7 @@ def test_seg_references_codes_and_identity(tmp_path, phantom_study):
     refs = {r.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
     assert refs == {str(d.SOPInstanceUID) for d in vol.datasets}
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
-    assert "PHANTOM" in ds.SeriesDescription
+    assert ds.SeriesDescription.startswith("PHANTOM MODEL NOT FOR CLINICAL USE")
     for item in ds.SegmentSequence:
         value = present[int(item.SegmentNumber) - 1]
         assert item.SegmentLabel == STRUCTURES[value]["name"]
