@@ -122,3 +122,9 @@ def test_app_keeps_results_when_pacs_is_down_and_resend_delivers_later(orthanc, 
 def run_ok(path) -> bool:
     ds = pydicom.dcmread(path)
     return ds.Modality == "SEG" and len(ds.SegmentSequence) > 0
+
+
+def test_resend_without_a_report_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "spineseg.resend", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 3 and "NO_REPORT" in proc.stderr
