@@ -5,8 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
 DEMO   := demo
+# `monai-deploy package` lives in holoscan-cli 4.2.0, which cannot share .venv (it pins packaging<26)
+PKG_VENV  := .venv-package
+PKG_STAMP := $(PKG_VENV)/.installed-holoscan-cli-4.2.0
 
-.PHONY: venv demo test bench models package clean
+.PHONY: venv demo test models package clean
 
 venv: $(STAMP)
 
@@ -27,8 +30,18 @@ demo: $(STAMP)
 	@echo "Label map (NIfTI):           $$(ls $(DEMO)/output/*_labels.nii.gz)"
 	@echo "Report:                      $(DEMO)/output/report.json"
 
-test: $(STAMP)
+test: $(STAMP) $(PKG_STAMP)
 	$(BIN)/python -m pytest -q tests
+
+$(PKG_STAMP):
+	test -x $(PKG_VENV)/bin/python || $(PYTHON) -m venv $(PKG_VENV)
+	$(PKG_VENV)/bin/python -m pip install -q holoscan-cli==4.2.0
+	$(PKG_VENV)/bin/python -m pip install -q --no-deps holoscan-cu13==4.6.0
+	touch $@
+
+# MAP build context (GPU and CPU variants) in build/map; on a machine with Docker: make package BUILD=1
+package: $(PKG_STAMP)
+	$(PKG_VENV)/bin/python tools/package_map.py --out build/map $(if $(BUILD),--build)
 
 # Re-train the bundled phantom models (about 40 minutes on 2 CPU cores).
 models: $(STAMP)

@@ -23,9 +23,16 @@ DEFAULT_MODELS = REPO_ROOT / "models"
 APP_YAML = REPO_ROOT / "app.yaml"
 
 
-def load_settings(path: Path = APP_YAML) -> dict:
-    """The ``spineseg`` section of app.yaml (empty when the file is absent)."""
+def load_settings(path: Path | None = None) -> dict:
+    """The ``spineseg`` section of app.yaml (empty when the file is absent).
+
+    Default: HOLOSCAN_CONFIG_PATH (set inside a MAP container) when it names a file, else the
+    app.yaml beside the ``spineseg`` package.
+    """
     import yaml
+    if path is None:
+        env = os.environ.get("HOLOSCAN_CONFIG_PATH")
+        path = Path(env) if env and Path(env).is_file() else APP_YAML
     if not Path(path).exists():
         return {}
     return (yaml.safe_load(Path(path).read_text()) or {}).get("spineseg", {}) or {}

@@ -1,0 +1,57 @@
+"""The MAP build context made offline by `monai-deploy package` (holoscan-cli 4.2.0), GPU and CPU variants."""
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+PKG_PYTHON = ROOT / ".venv-package" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def contexts(tmp_path_factory):
+    if not PKG_PYTHON.exists():
+        pytest.fail("the packaging environment .venv-package is missing: `make test` and `make package` create it")
+    out = tmp_path_factory.mktemp("map")
+    proc = subprocess.run([str(PKG_PYTHON), str(ROOT / "tools" / "package_map.py"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_build_context_is_complete(contexts, variant):
+    ctx = contexts / variant
+    app_yaml = yaml.safe_load((ROOT / "app.yaml").read_text())
+    app_json = json.loads((ctx / "map" / "app.json").read_text())
+    pkg_json = json.loads((ctx / "map" / "pkg.json").read_text())
+    assert json.loads(app_json["command"]) == ["python3", "/opt/holoscan/app"]
+    assert app_json["sdk"] == "monai-deploy" and app_json["sdkVersion"] == "4.0.0"
+    assert app_json["version"] == pkg_json["version"] == str(app_yaml["application"]["version"])
+    env = app_json["environment"]
+    assert env["HOLOSCAN_MODEL_PATH"] == "/opt/holoscan/models" and env["HOLOSCAN_CONFIG_PATH"].endswith("app.yaml")
+    assert app_json["input"]["path"] == "input/" and app_json["output"]["path"] == "output/"
+    assert pkg_json["resources"] == app_yaml["resources"]
+    assert pkg_json["models"] == {"nnUNet": "/opt/holoscan/models/nnUNet"}
+    for dataset in ("Dataset101_TotalSpineSeg_step1", "Dataset102_TotalSpineSeg_step2"):
+        src = sorted((ROOT / "models" / "nnUNet" / "results" / dataset).glob("*/fold_0/checkpoint_final.pth"))
+        dst = sorted((ctx / "models" / "nnUNet" / "results" / dataset).glob("*/fold_0/checkpoint_final.pth"))
+        assert len(src) == len(dst) == 1 and src[0].read_bytes() == dst[0].read_bytes()
+    assert (ctx / "app" / "__main__.py").is_file() and (ctx / "lib" / "spineseg" / "pipeline.py").is_file()
+    assert (ctx / "lib" / "operators" / "base.py").is_file() and (ctx / "app.config").is_file()
+    requirements = (ctx / "pip" / "requirements.txt").read_text().splitlines()
+    assert "nnunetv2==2.8.1" in requirements and "totalspineseg==20260807" in requirements
+    assert not [r for r in requirements if r.split("==")[0] in ("pytest", "hypothesis", "dcmqi")]
+    dockerfile = (ctx / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir --user -r /tmp/requirements.txt" in dockerfile
+    assert "COPY ./models  /opt/holoscan/models" in dockerfile
+    if variant == "gpu":
+        assert "FROM nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04 AS base" in dockerfile
+        assert "torch==2.13.0" in requirements
+    else:
+        assert "FROM ubuntu:24.04 AS base" in dockerfile
+        assert "torch==2.13.0+cpu" in requirements and requirements[0].startswith("--extra-index-url")
+    build = json.loads((ctx / "buildx-args.json").read_text())
+    assert build["platforms"] == ["linux/amd64"] and build["tags"]
