@@ -407,7 +407,11 @@ def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
             raise InputError("CORRUPT_PIXEL_DATA", f"{ref} holds pixels of shape {pixels.shape}, expected "
                              f"{(rows, cols)}.", path=str(ref.path), series_uid=series.series_uid)
         slope, intercept = _rescale(ref, series)
-        array[k] = pixels.astype(np.float32) * slope + intercept
+        with np.errstate(over="ignore", invalid="ignore"):
+            array[k] = pixels.astype(np.float32) * slope + intercept
+        if not np.isfinite(array[k]).all():
+            raise InputError("BAD_RESCALE", f"{ref}: RescaleSlope/RescaleIntercept {slope}/{intercept} give values "
+                             "outside the floating-point range.", path=str(ref.path), series_uid=series.series_uid)
         if ref.frame is None:
             decoded.pop(ref.path)         # single-frame files are used once: free their pixels now
     if len({r.path for r in refs if r.frame is not None}) > 1:

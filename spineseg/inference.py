@@ -220,7 +220,9 @@ def _iterative_label(seg: nib.Nifti1Image, step: str, **params) -> nib.Nifti1Ima
         return tss.iterative_label(seg, **params)
     except ValueError as exc:
         if "landmark" not in str(exc):
-            raise
+            # e.g. no spinal canal to sort the discs along: the segmentation cannot be labelled
+            raise InputError("LABELLING_FAILED", f"{step} output could not be labelled into levels ({exc}); the "
+                             "series may not show the spinal canal clearly.") from exc
         raise InputError("NO_LEVEL_LANDMARK", f"{step} found the spine but none of the landmark discs (C2-C3, C7-T1, "
                          "T12-L1, L5-S1) that TotalSpineSeg needs to name the levels; send a series whose field of "
                          "view includes the cranio-cervical or lumbosacral junction.") from exc

@@ -15,6 +15,12 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * float((a & b).sum()) / float(denom)
 
 
+def spine_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of everything labelled (any structure) against the truth: insensitive to the phantom
+    models' accuracy per class, but near 0 when geometry is wrong (a flipped or shifted axis)."""
+    return dice(pred > 0, truth > 0)
+
+
 def group_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {g: dice(np.isin(pred, v), np.isin(truth, v)) for g, v in GROUPS.items() if np.isin(truth, v).any()}
 
