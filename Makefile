@@ -43,7 +43,7 @@ $(PKG_STAMP):
 package: $(PKG_STAMP)
 	$(PKG_VENV)/bin/python tools/package_map.py --out build/map $(if $(BUILD),--build)
 
-# Re-train the bundled phantom models (about 40 minutes on 2 CPU cores).
+# Re-train the bundled phantom models (the bundled ones took about 78 minutes on 2 CPU cores; see models/README.md).
 models: $(STAMP)
 	$(BIN)/python tools/train_phantom_models.py --out models
 
