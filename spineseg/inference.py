@@ -197,9 +197,6 @@ def load_models(models_dir: Path, device: str = "auto", release: str = "auto") -
     key = (str(Path(models_dir).resolve()), device, release)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            import torch
-            if device == "cpu":
-                torch.set_num_threads(max(1, torch.get_num_threads()))
             _CACHE[key] = ModelPair(LoadedModel(find_model_folder(models_dir, STEP1_DATASET, release), device),
                                     LoadedModel(find_model_folder(models_dir, STEP2_DATASET, release), device),
                                     device)
