@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from spineseg import APP_NAME, __version__  # noqa: E402
-from spineseg.errors import EXIT_USAGE, InputError, SpineSegError  # noqa: E402
+from spineseg.errors import InputError, SpineSegError  # noqa: E402
 from spineseg.pipeline import DEFAULT_MODELS, AppConfig, load_settings, run_all  # noqa: E402
 from spineseg.report import RunReport  # noqa: E402
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
     except SystemExit as exc:
-        return int(exc.code or 0) if exc.code != 2 else EXIT_USAGE
+        return int(exc.code or 0)          # argparse exits 2 (EXIT_USAGE) on bad arguments
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("highdicom").setLevel(logging.WARNING)   # per-module copy notices are noise

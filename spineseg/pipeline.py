@@ -123,10 +123,7 @@ def load_series(series: SeriesInfo, cfg: AppConfig, report: RunReport) -> Volume
 
 
 def segment(volume: Volume, models: ModelPair, report: RunReport) -> SegmentationResult:
-    def on_stage(name, seconds):
-        report.timings[name] = round(report.timings.get(name, 0.0) + seconds, 3)
-        log.info("stage %-18s %7.2f s", name, seconds)
-    return segment_volume(volume.array, volume.affine, models, on_stage=on_stage)
+    return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage)
 
 
 def output_stem(volume: Volume, taken: set[str]) -> str:

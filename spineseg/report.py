@@ -16,7 +16,7 @@ import numpy as np
 from . import APP_NAME, __version__
 from .atomic import write_json_atomic
 from .codes_table import STRUCTURES
-from .errors import EXIT_OK, SpineSegError
+from .errors import EXIT_INTERNAL, EXIT_OK, SpineSegError
 
 log = logging.getLogger("spineseg")
 REPORT_NAME = "report.json"
@@ -51,9 +51,12 @@ class RunReport:
         try:
             yield
         finally:
-            seconds = time.perf_counter() - t0
-            self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
-            log.info("stage %-18s %7.2f s", name, seconds)
+            self.record_stage(name, time.perf_counter() - t0)
+
+    def record_stage(self, name: str, seconds: float) -> None:
+        """Add a timed stage (repeats accumulate) and log one line for it."""
+        self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
+        log.info("stage %-18s %7.2f s", name, seconds)
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -85,7 +88,6 @@ class RunReport:
             if isinstance(error, SpineSegError):
                 code, self.error = error.exit_code, error.as_dict()
             else:
-                from .errors import EXIT_INTERNAL
                 code = EXIT_INTERNAL
                 self.error = {"code": "INTERNAL_ERROR", "category": "InternalError",
                               "message": f"{type(error).__name__}: {error}. This is a bug or an environment "

@@ -91,3 +91,15 @@ def decode_seg_with_dcmqi(seg_path, target_shape, target_affine_ras, workdir) ->
             code = attr["SegmentedPropertyTypeCodeSequence"]["CodeValue"]
             out.reshape(-1)[hit] = by_code[code]
     return out
+
+
+def write_ct_copy(src_files, dst, count: int = 6):
+    """Copies of the first ``count`` files relabelled as a CT series (a study spine-seg must refuse)."""
+    import pydicom
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in list(src_files)[:count]:
+        ds = pydicom.dcmread(f)
+        ds.Modality = "CT"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.save_as(dst / f.name)
+    return dst

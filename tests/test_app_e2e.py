@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from conftest import ROOT, run_dciodvfy
-from helpers import decode_seg, spine_dice
+from helpers import decode_seg, spine_dice, write_ct_copy
 from spineseg.dicom_input import load_volume, scan_dicom
 
 
@@ -80,16 +80,6 @@ def test_environment_variables_drive_a_map_style_run(phantom_study, tmp_path):
     assert report["processed"][0]["seg"]["segmentation_type"] == "LABELMAP"
 
 
-def _ct_study(src_files, dst):
-    dst.mkdir()
-    for f in src_files[:6]:
-        ds = pydicom.dcmread(f)
-        ds.Modality = "CT"
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.save_as(dst / f.name)
-    return dst
-
-
 @pytest.mark.parametrize("case,code", [
     ("empty", "EMPTY_INPUT"),
     ("no_dicom", "NO_DICOM"),
@@ -105,7 +95,7 @@ def test_bad_input_exits_3_with_a_report(tmp_path, phantom_study, case, code):
         (src / "readme.txt").write_text("these are not images")
         (src / "scan.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
     elif case == "ct_only":
-        _ct_study(phantom_study["dicom_files"], src)
+        write_ct_copy(phantom_study["dicom_files"], src)
     out = tmp_path / "out"
     proc, report = run_app(src, out)
     assert proc.returncode == 3, proc.stderr[-2000:]

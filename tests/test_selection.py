@@ -3,6 +3,7 @@ import pydicom
 import pytest
 
 import phantom as P
+from helpers import write_ct_copy
 from spineseg.dicom_input import scan_dicom
 from spineseg.errors import InputError
 from spineseg.selection import SelectionRules, select_series
@@ -60,12 +61,7 @@ def test_rules_can_exclude_a_series(mixed_study):
 
 
 def test_ct_only_study_is_rejected(tmp_path, phantom_study):
-    for f in phantom_study["dicom_files"][:5]:
-        ds = pydicom.dcmread(f)
-        ds.Modality = "CT"
-        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.save_as(tmp_path / f.name)
+    write_ct_copy(phantom_study["dicom_files"], tmp_path, count=5)
     with pytest.raises(InputError) as exc:
         select_series(scan_dicom(tmp_path).series)
     assert exc.value.code == "NO_MR_SERIES" and "CT" in exc.value.message
