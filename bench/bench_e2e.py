@@ -32,9 +32,9 @@ import phantom as P  # noqa: E402
 from spineseg.codes_table import STRUCTURES  # noqa: E402
 
 STUDIES = {
-    # name: (seed, fov, slice thickness mm, pixel mm)
-    "small": (5600, "lumbar", 2.0, 1.0),
-    "clinical": (5601, "lumbar", 3.5, 0.6),     # sagittal lumbar T2-like: ~20 slices of ~470x190 px
+    # name: (seed, fov, slice thickness mm, pixel mm, in-plane matrix or None for the spine's extent)
+    "small": (5600, "lumbar", 2.0, 1.0, None),
+    "clinical": (5601, "lumbar", 3.5, 0.6, 512),  # sagittal lumbar T2-like: 21 slices of 512x512 px
 }
 
 
@@ -110,8 +110,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in names:
-            seed, fov, thick, pixel = STUDIES[name]
-            case = P.write_case(seed, tmp / name, fov=fov, slice_thickness=thick, pixel=pixel)
+            seed, fov, thick, pixel, matrix = STUDIES[name]
+            case = P.write_case(seed, tmp / name, fov=fov, slice_thickness=thick, pixel=pixel, matrix=matrix)
             dicom = tmp / name / "dicom"
             shape = case["geometry"].shape
             ours, ref, breakdown = [], [], None

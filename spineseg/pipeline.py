@@ -38,6 +38,16 @@ def load_settings(path: Path | None = None) -> dict:
     return (yaml.safe_load(Path(path).read_text()) or {}).get("spineseg", {}) or {}
 
 
+def _rules_text(value: str) -> str:
+    value = value.strip()
+    if value.startswith("{"):
+        return value
+    try:
+        return Path(value).read_text()
+    except OSError as exc:
+        raise ValueError(f"not JSON and not a readable file ({exc.strerror})") from exc
+
+
 @dataclass
 class AppConfig:
     input_dir: Path
@@ -67,6 +77,8 @@ class AppConfig:
             "SPINESEG_SEG_COMPRESSION": (seg, "compression", str.lower),
             "SPINESEG_SERIES_NUMBER": (seg, "series_number", int),
             "SPINESEG_ALL_SERIES": (sel, "all_eligible", lambda v: v.lower() in ("1", "true", "yes")),
+            # selector rules as JSON text, or the path of a JSON file holding them
+            "SPINESEG_SELECTION_RULES": (sel, "rules", _rules_text),
         }
         for var, (target, key, conv) in overrides.items():
             if env.get(var):

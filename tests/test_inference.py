@@ -88,6 +88,22 @@ def test_held_out_phantom_is_segmented_and_labelled(models_dir, phantom_study):
     assert hits, (levels, present)
 
 
+@pytest.mark.parametrize("seed,fov", [(5300, "cervical"), (5301, "thoracolumbar")])
+def test_levels_are_named_from_each_kind_of_landmark(models_dir, seed, fov):
+    """Cervical fields of view are named from C1 / C2-C3 / C7-T1, thoracolumbar ones from T12-L1 /
+    L5-S1: both labelling paths must give the truth's level names to almost every structure (a wrong
+    landmark mapping shifts every level and fails this)."""
+    import phantom as P
+    ph = P.make_phantom(seed, fov)
+    geom = P.series_geometry(ph, "sagittal", 2.0, 1.0)
+    image, truth = P.render(ph, geom.affine, geom.shape, oversample=(2, 1, 1))
+    labels = segment_volume(image, geom.affine, load_models(models_dir, "cpu")).labels
+    named = [v for v in np.unique(truth) if 11 <= v <= 100 and v not in (1, 2)]
+    correct = [v for v in named if (labels[truth == v] == v).mean() > 0.5]
+    assert len(correct) >= 0.9 * len(named), sorted(set(named) - set(correct))
+    assert min(group_dice(labels, truth).values()) > 0.8
+
+
 def test_blank_image_has_no_spine(models_dir):
     models = load_models(models_dir, "cpu")
     rng = np.random.default_rng(0)

@@ -1,12 +1,15 @@
 """Real-world input: compressed transfer syntaxes, DICOMDIR, and fuzzed headers and pixels."""
+import os
 import shutil
+import subprocess
 
 import numpy as np
 import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless,
+                         RLELossless)
 
 import phantom as P
 from spineseg.dicom_input import load_volume, scan_dicom
@@ -37,6 +40,65 @@ def test_lossless_compressed_series_give_the_same_volume(tmp_path, phantom_study
     volume = load_volume(scan_dicom(tmp_path).series[0])
     assert np.array_equal(volume.array, reference.array)
     assert np.allclose(volume.affine, reference.affine)
+
+
+def dcmcjpeg() -> str:
+    """DCMTK's JPEG encoder (pydicom decodes JPEG but cannot encode it); .ci/run installs dcmtk."""
+    exe = shutil.which("dcmcjpeg")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("dcmcjpeg is not installed; .ci/run installs the Debian package dcmtk")
+        pytest.skip("dcmcjpeg is not installed (apt-get install dcmtk)")
+    return exe
+
+
+def _rescaled_copy(src_files, out_dir, bits: int):
+    """The series with its pixels rescaled to ``bits`` unsigned bits (JPEG baseline takes 8,
+    extended 12), as a scanner exporting such files would write them."""
+    out_dir.mkdir()
+    for f in src_files:
+        ds = pydicom.dcmread(f)
+        px = np.round(ds.pixel_array.astype(np.float64) / 32767 * (2 ** bits - 1))
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8 if bits == 8 else 16), bits, \
+            bits - 1, 0
+        ds.PixelData = px.astype(np.uint8 if bits == 8 else np.uint16).tobytes()
+        ds.save_as(out_dir / f.name, enforce_file_format=True)
+    return sorted(out_dir.glob("*.dcm"))
+
+
+def _jpeg_copy(src_files, out_dir, option: str):
+    """Copy a series through ``dcmcjpeg option`` (its default keeps the SOP Instance UIDs)."""
+    out_dir.mkdir()
+    for f in src_files:
+        subprocess.run([dcmcjpeg(), option, str(f), str(out_dir / f.name)], check=True, capture_output=True)
+    return sorted(out_dir.glob("*.dcm"))
+
+
+def test_jpeg_lossless_series_gives_the_same_volume(tmp_path, phantom_study):
+    src = phantom_study["dicom_files"][0].parent
+    reference = load_volume(scan_dicom(src).series[0])
+    files = _jpeg_copy(sorted(src.glob("*.dcm")), tmp_path / "jpeg", "+e1")   # process 14, first-order prediction
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    volume = load_volume(scan_dicom(tmp_path / "jpeg").series[0])
+    assert np.array_equal(volume.array, reference.array)
+    assert np.allclose(volume.affine, reference.affine)
+
+
+@pytest.mark.parametrize("option,bits,syntax", [("+eb", 8, JPEGBaseline8Bit), ("+ee", 12, JPEGExtended12Bit)],
+                         ids=["baseline-8bit", "extended-12bit"])
+def test_lossy_jpeg_series_is_decoded_close_to_its_source(tmp_path, phantom_study, option, bits, syntax):
+    """Lossy JPEG cannot match to the voxel: the decoded volume must match the uncompressed
+    series it was made from within JPEG's error, on the same grid."""
+    plain = _rescaled_copy(sorted(phantom_study["dicom_files"][0].parent.glob("*.dcm")), tmp_path / "plain", bits)
+    files = _jpeg_copy(plain, tmp_path / "jpeg", option)
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == syntax
+    volume = load_volume(scan_dicom(tmp_path / "jpeg").series[0])
+    reference = load_volume(scan_dicom(tmp_path / "plain").series[0])
+    assert volume.array.shape == reference.array.shape
+    assert np.allclose(volume.affine, reference.affine)
+    error = np.abs(volume.array.astype(float) - reference.array.astype(float))
+    assert error.mean() < 0.01 * (2 ** bits - 1), error.mean()
+    assert not np.array_equal(volume.array, reference.array)   # it really was lossy-coded
 
 
 def test_dicomdir_file_set_is_read_through(tmp_path, small_series):

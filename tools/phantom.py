@@ -380,8 +380,10 @@ PLANES = {
 
 def series_geometry(ph: Phantom, plane: str = "sagittal", slice_thickness: float = 1.0,
                     pixel: float = 1.0, lr_width: float = 72.0, ap_width: float = 112.0,
-                    oblique_deg: float = 0.0, reverse_slices: bool = False) -> SeriesGeometry:
-    """Grid covering the phantom's field of view in the given plane."""
+                    oblique_deg: float = 0.0, reverse_slices: bool = False,
+                    matrix: int | None = None) -> SeriesGeometry:
+    """Grid covering the phantom's field of view in the given plane; ``matrix`` fixes the in-plane
+    size to ``matrix`` x ``matrix`` pixels around the same centre, as a scanner's acquisition matrix."""
     row, col = (np.asarray(d, float) for d in PLANES[plane])
     if oblique_deg:
         th = np.deg2rad(oblique_deg)   # rotate about the z axis (sagittal/coronal) or x axis (axial)
@@ -401,8 +403,8 @@ def series_geometry(ph: Phantom, plane: str = "sagittal", slice_thickness: float
         return float(np.abs(d) @ extent)
     sp = (slice_thickness, pixel, pixel)
     n_slices = max(1, int(round(span(normal) / sp[0])))
-    n_rows = int(np.ceil(span(col) / sp[1]))
-    n_cols = int(np.ceil(span(row) / sp[2]))
+    n_rows = int(np.ceil(span(col) / sp[1])) if matrix is None else int(matrix)
+    n_cols = int(np.ceil(span(row) / sp[2])) if matrix is None else int(matrix)
     origin = centre - normal * sp[0] * (n_slices - 1) / 2 - col * sp[1] * (n_rows - 1) / 2 \
         - row * sp[2] * (n_cols - 1) / 2
     A = grid_affine(origin, row, col, normal, sp)
@@ -518,13 +520,14 @@ def write_dicom_series(image: np.ndarray, geom: SeriesGeometry, out_dir: Path, s
 
 def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "sagittal",
                slice_thickness: float = 1.0, pixel: float = 1.0, oblique_deg: float = 0.0,
-               reverse_slices: bool = False, shuffle: bool = False, **series_kw) -> dict:
+               reverse_slices: bool = False, shuffle: bool = False, matrix: int | None = None,
+               **series_kw) -> dict:
     """Make a phantom and write its DICOM series (``out_dir/dicom``) and ground truth NIfTI."""
     import nibabel as nib
 
     ph = make_phantom(seed, fov)
     geom = series_geometry(ph, plane, slice_thickness, pixel, oblique_deg=oblique_deg,
-                           reverse_slices=reverse_slices)
+                           reverse_slices=reverse_slices, matrix=matrix)
     over = (max(1, int(round(slice_thickness / 0.8))), 1, 1)
     image, labels = render(ph, geom.affine, geom.shape, oversample=over)
     out_dir = Path(out_dir)

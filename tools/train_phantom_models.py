@@ -17,6 +17,10 @@ torchvision, which the CPU build of torch here cannot import). Only the project'
 generator provides data; nothing is downloaded.
 
     python tools/train_phantom_models.py --out models [--iterations 1500] [--cases 48]
+    python tools/train_phantom_models.py --device cuda --batch 16 --minutes 3.5 --cases 240 --workers 14
+
+The same script trains on the CPU (the defaults) or on a CUDA GPU (``--device cuda``); with
+``--minutes`` the learning-rate schedule follows the time budget instead of an iteration count.
 """
 from __future__ import annotations
 
@@ -92,7 +96,7 @@ def odd_disc_channel(final: np.ndarray) -> np.ndarray:
     return np.isin(final, present[::2]).astype(np.float32)
 
 
-def plans_json(dataset: str, n_channels: int, median_shape) -> dict:
+def plans_json(dataset: str, n_channels: int, median_shape, patch=PATCH, batch: int = 2) -> dict:
     n = len(FEATURES)
     arch = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
@@ -116,7 +120,7 @@ def plans_json(dataset: str, n_channels: int, median_shape) -> dict:
         "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
         "configurations": {"3d_fullres": {
             "data_identifier": f"{PLANS}_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": 2, "patch_size": list(PATCH),
+            "batch_size": int(batch), "patch_size": [int(p) for p in patch],
             "median_image_size_in_voxels": [int(s) for s in median_shape],
             "spacing": [SPACING] * 3,
             "normalization_schemes": ["ZScoreNormalization"] + ["NoNormalization"] * (n_channels - 1),
@@ -149,25 +153,67 @@ def zscore(img: np.ndarray) -> np.ndarray:
     return (img - img.mean()) / max(float(img.std()), 1e-8)
 
 
-def make_case(seed: int, step: int):
-    """One training case in nnU-Net array layout (z, y, x) = (S-I, A-P, L-R) at the network spacing."""
+def render_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Phantom image and final labels in nnU-Net array layout (z, y, x) = (S-I, A-P, L-R) at the
+    network spacing."""
     ph = P.make_phantom(seed)
     A, shape = P.canonical_grid(ph, spacing=SPACING)
     img, final = P.render(ph, A, shape, oversample=(2, 2, 2))
-    img, final = img.transpose(2, 1, 0), final.transpose(2, 1, 0)
+    return img.transpose(2, 1, 0).astype(np.float32), final.transpose(2, 1, 0).astype(np.uint8)
+
+
+def crop_like_inference(seed: int, img: np.ndarray, final: np.ndarray):
+    """Step 2 sees the image cropped to step 1's output (discs, C1, sacrum, canal, cord) with a
+    10 mm margin, and nnU-Net z-scores that crop: train on the same crop, or the intensities the
+    network learns differ from those it is given (the margin varies a little, as step 1's does)."""
+    mask = step1_target(final) > 0
+    if not mask.any():
+        return img, final
+    margin = int(np.random.default_rng(seed).integers(5, 10))     # ~10 mm at 1.5 mm, jittered
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, final.shape)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return img[sl], final[sl]
+
+
+def make_case(seed: int, step: int):
+    """One training case: (channels, target) at the network spacing."""
+    img, final = render_case(seed)
+    if step == 2:
+        img, final = crop_like_inference(seed, img, final)
     chans = [zscore(img)]
     if step == 2:
         chans.append(odd_disc_channel(final))
         target = step2_target(final)
     else:
         target = step1_target(final)
-    return np.stack(chans).astype(np.float32), target.astype(np.int64)
+    target = target.astype(np.uint8)
+    # a few thousand voxels per class are plenty to centre patches on (rare landmarks included)
+    rng = np.random.default_rng(seed)
+    class_voxels = {}
+    for c in np.unique(target)[1:]:
+        vox = np.argwhere(target == c).astype(np.int32)
+        class_voxels[int(c)] = vox[rng.choice(len(vox), min(len(vox), 2000), replace=False)]
+    return np.stack(chans).astype(np.float32), target, class_voxels
 
 
-def sample_patch(rng, data, target, class_voxels):
+def _make_case_args(args):
+    return make_case(*args)
+
+
+def make_cases(seeds, step: int, workers: int) -> list:
+    if workers <= 1:
+        return [make_case(s, step) for s in seeds]
+    import multiprocessing as mp
+    with mp.get_context("fork").Pool(workers) as pool:
+        return pool.map(_make_case_args, [(s, step) for s in seeds], chunksize=1)
+
+
+def sample_patch(rng, data, target, class_voxels, patch=PATCH):
     """Random patch; 60% are centred near a voxel of a random class present (rare landmarks too)."""
     shape = np.array(target.shape)
-    patch = np.array(PATCH)
+    patch = np.array(patch)
     if rng.random() < 0.6 and class_voxels:
         present = sorted(class_voxels)
         vox = class_voxels[present[rng.integers(len(present))]]
@@ -184,30 +230,28 @@ def sample_patch(rng, data, target, class_voxels):
     return d, t
 
 
-def augment(rng, d: np.ndarray) -> np.ndarray:
-    """Intensity and thick-slice augmentation of the MRI channel (channel 0 only)."""
-    x = d[0]
-    if rng.random() < 0.4:   # thick sagittal slices resampled to 1 mm blur the L-R axis
-        k = int(rng.integers(2, 5))
-        n = x.shape[2] // k * k
-        if n:
-            pooled = x[:, :, :n].reshape(x.shape[0], x.shape[1], -1, k).mean(-1)
-            up = torch.nn.functional.interpolate(torch.from_numpy(pooled)[None, None], size=x.shape,
-                                                 mode="trilinear", align_corners=False)[0, 0].numpy()
-            x = up
-    if rng.random() < 0.3:
-        x = x + rng.normal(0, rng.uniform(0.05, 0.2), x.shape).astype(np.float32)
-    if rng.random() < 0.4:
-        lo = x.min()
-        g = rng.uniform(0.7, 1.5)
-        x = ((x - lo) / (x.max() - lo + 1e-6)) ** g * (x.max() - lo) + lo
-        x = (x - x.mean()) / (x.std() + 1e-6)
-    x = x * rng.uniform(0.85, 1.15) + rng.uniform(-0.15, 0.15)
-    d = d.copy()
-    d[0] = x
-    if rng.random() < 0.5:   # left-right mirror keeps the anatomy valid
-        d = d[:, :, :, ::-1].copy()
-    return d
+def augment_batch(rng, x: "torch.Tensor", y: "torch.Tensor"):
+    """Intensity and thick-slice augmentation of the MRI channel (channel 0), and left-right
+    mirroring of image and target together; runs on whatever device the batch is on."""
+    F = torch.nn.functional
+    x = x.clone()
+    for b in range(x.shape[0]):
+        v = x[b, 0]
+        if rng.random() < 0.4:   # thick sagittal slices resampled to 1 mm blur the L-R axis
+            k = int(rng.integers(2, 5))
+            pooled = F.avg_pool3d(v[None, None], kernel_size=(1, 1, k), stride=(1, 1, k))
+            v = F.interpolate(pooled, size=v.shape, mode="trilinear", align_corners=False)[0, 0]
+        if rng.random() < 0.3:
+            v = v + torch.randn_like(v) * float(rng.uniform(0.05, 0.2))
+        if rng.random() < 0.4:
+            lo, hi = v.min(), v.max()
+            v = ((v - lo) / (hi - lo + 1e-6)) ** float(rng.uniform(0.7, 1.5)) * (hi - lo) + lo
+            v = (v - v.mean()) / (v.std() + 1e-6)
+        x[b, 0] = v * float(rng.uniform(0.85, 1.15)) + float(rng.uniform(-0.15, 0.15))
+    flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5).to(x.device)
+    x = torch.where(flip[:, None, None, None, None], x.flip(-1), x)
+    y = torch.where(flip[:, None, None, None], y.flip(-1), y)
+    return x, y
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -222,49 +266,88 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + (1 - dice[1:][present[1:]]).mean() if present[1:].any() else ce
 
 
+def learning_rate(progress: float, peak: float = 3e-3) -> float:
+    """Warm-up over the first 5 % then cosine decay to zero; ``progress`` runs from 0 to 1."""
+    if progress < 0.05:
+        return peak * (0.1 + 0.9 * progress / 0.05)
+    return peak * 0.5 * (1 + np.cos(np.pi * min((progress - 0.05) / 0.95, 1.0)))
+
+
 def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, seed0: int, log,
-                     resume: bool = False) -> Path:
+                     resume: bool = False, device: str = "cpu", batch: int = 2, minutes: float | None = None,
+                     workers: int = 1, patch=PATCH, peak_lr: float = 3e-3) -> Path:
     spec = STEP1 if step == 1 else STEP2
     n_in, n_out = len(spec["channels"]), len(spec["labels"])
     torch.manual_seed(seed0 + step)
     rng = np.random.default_rng(seed0 + step)
-    first = n_cases if resume else 0          # a resumed run sees fresh phantoms
-    seeds = [TRAIN_SEEDS[0] + (step - 1) * 500 + first + i for i in range(n_cases)]
-    t0 = time.time()
-    cases = []
-    for s in seeds:
-        d, t = make_case(s, step)
-        cases.append((d, t, {c: np.argwhere(t == c) for c in range(1, n_out) if (t == c).any()}))
-    log(f"step {step}: generated {len(cases)} phantoms (seeds {seeds[0]}-{seeds[-1]}) in {time.time() - t0:.0f} s")
-    median_shape = np.median([t.shape for _, t, _ in cases], axis=0)
-    plans = plans_json(spec["dataset"], n_in, median_shape)
-    net = build_network(plans, n_in, n_out)
     folder = out_root / "nnUNet" / "results" / spec["dataset"] / f"{TRAINER}__{PLANS}__3d_fullres"
-    previous = {}
+    old = None
     if resume and (folder / "fold_0" / "checkpoint_final.pth").is_file():
         old = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    previous = (old or {}).get("spine_seg_provenance", {})
+    used = [r[1] for r in previous.get("seed_ranges", [])]
+    first = max(used) + 1 if used else TRAIN_SEEDS[0] + (step - 1) * 500   # a resumed run sees fresh phantoms
+    seeds = [first + i for i in range(n_cases)]
+    if seeds[-1] > TRAIN_SEEDS[-1]:
+        raise SystemExit(f"step {step}: training seeds would pass {TRAIN_SEEDS[-1]}; use fewer --cases")
+    t0 = time.time()
+    cases = make_cases(seeds, step, workers)
+    log(f"step {step}: generated {len(cases)} phantoms (seeds {seeds[0]}-{seeds[-1]}) in {time.time() - t0:.0f} s")
+    median_shape = np.median([t.shape for _, t, _ in cases], axis=0)
+    plans = plans_json(spec["dataset"], n_in, median_shape, patch, batch)
+    net = build_network(plans, n_in, n_out)
+    if old is not None:
         net.load_state_dict(old["network_weights"])
-        previous = old.get("spine_seg_provenance", {})
         log(f"step {step}: resuming from {previous.get('iterations', '?')} iterations")
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=iterations, pct_start=0.05)
+    use_bf16 = device.startswith("cuda")
     net.train()
+
+    def make_batch(seed: int):
+        r = np.random.default_rng(seed)
+        items = [sample_patch(r, *cases[r.integers(len(cases))], patch=patch) for _ in range(batch)]
+        x = torch.from_numpy(np.stack([d for d, _ in items]))
+        y = torch.from_numpy(np.stack([t for _, t in items]).astype(np.int64))
+        return x, y
+
+    # patches are cut in background threads (numpy copies release the GIL) while the network trains
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max(1, min(4, workers)))
+    pending = [pool.submit(make_batch, int(rng.integers(2**31))) for _ in range(4)]
+
+    def next_batch():
+        pending.append(pool.submit(make_batch, int(rng.integers(2**31))))
+        return pending.pop(0).result()
+
     t0 = time.time()
     running = None
-    for it in range(iterations):
-        batch = [sample_patch(rng, *cases[rng.integers(len(cases))]) for _ in range(2)]
-        x = torch.from_numpy(np.stack([augment(rng, d) for d, _ in batch]))
-        y = torch.from_numpy(np.stack([t for _, t in batch]))
-        loss = dice_ce_loss(net(x), y)
+    it = 0
+    budget = None if minutes is None else minutes * 60
+    while True:
+        progress = (time.time() - t0) / budget if budget else it / iterations
+        if progress >= 1:
+            break
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(progress, peak_lr)
+        x, y = next_batch()
+        x, y = augment_batch(rng, x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = net(x)
+        loss = dice_ce_loss(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
         opt.step()
-        sched.step()
+        it += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if (it + 1) % 50 == 0:
-            log(f"step {step}: iteration {it + 1}/{iterations} loss {running:.3f} ({time.time() - t0:.0f} s)")
+        if it % 50 == 0:
+            log(f"step {step}: iteration {it} ({100 * progress:.0f} %) loss {running:.3f} ({time.time() - t0:.0f} s)")
+    pool.shutdown(cancel_futures=True)
+    net.to("cpu")
+    iterations = it
     train_s = time.time() - t0 + float(previous.get("train_seconds", 0))
+    samples = iterations * batch + int(previous.get("samples", previous.get("iterations", 0) * 2))
     iterations += int(previous.get("iterations", 0))
     (folder / "fold_0").mkdir(parents=True, exist_ok=True)
     dataset = {"channel_names": spec["channels"], "labels": spec["labels"], "numTraining": len(seeds),
@@ -278,7 +361,8 @@ def train_step_model(step: int, out_root: Path, iterations: int, n_cases: int, s
         "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset},
         "inference_allowed_mirroring_axes": (0, 1, 2),
         "current_epoch": iterations,
-        "spine_seg_provenance": {"kind": "phantom", "iterations": iterations,
+        "spine_seg_provenance": {"kind": "phantom", "iterations": iterations, "samples": samples,
+                                 "batch": batch, "patch": [int(p) for p in patch], "device": device,
                                  "seed_ranges": previous.get("seed_ranges", [previous["seeds"]] if "seeds" in previous else [])
                                  + [[seeds[0], seeds[-1]]],
                                  "train_seconds": round(train_s, 1), "script": "tools/train_phantom_models.py"},
@@ -303,7 +387,7 @@ def write_provenance(out: Path, cases: int, threads: int) -> None:
         "script": "tools/train_phantom_models.py", "generator": "tools/phantom.py",
         "trained_on": dt.date.today().isoformat(), "cases_per_run": cases,
         "train_seed_range": [TRAIN_SEEDS[0], TRAIN_SEEDS[-1]], "torch": torch.__version__, "threads": threads,
-        "network": {"features": list(FEATURES), "patch": list(PATCH), "spacing_mm": SPACING},
+        "network": {"features": list(FEATURES), "spacing_mm": SPACING},
         "steps": steps,
     }
     (out / "PROVENANCE.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -313,19 +397,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="train each step for this long instead of --iterations")
     ap.add_argument("--cases", type=int, default=48)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--patch", type=int, nargs=3, default=list(PATCH), metavar=("SI", "AP", "LR"),
+                    help="patch in voxels at the network spacing (each a multiple of 16)")
     ap.add_argument("--resume", action="store_true", help="continue training the models already in --out")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (lower it to fine-tune with --resume)")
     a = ap.parse_args(argv)
+    if any(p % 16 for p in a.patch):
+        ap.error("--patch sizes must be multiples of 16 (four 2x poolings)")
     torch.set_num_threads(a.threads)
+    if a.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
     started = time.time()
 
     def log(msg):
         print(f"[{time.time() - started:7.0f} s] {msg}", flush=True)
     for step in a.steps:
-        train_step_model(step, a.out, a.iterations, a.cases, a.seed + (1000 if a.resume else 0), log, a.resume)
+        train_step_model(step, a.out, a.iterations, a.cases, a.seed + (1000 if a.resume else 0), log, a.resume,
+                         a.device, a.batch, a.minutes, a.workers, tuple(a.patch), a.lr)
     write_provenance(a.out, a.cases, a.threads)
     log(f"done in {time.time() - started:.0f} s")
     return 0
