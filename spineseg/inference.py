@@ -212,7 +212,14 @@ class SegmentationResult:
 
 def _iterative_label(seg: nib.Nifti1Image, step: str, **params) -> nib.Nifti1Image:
     """totalspineseg's labelling; its "no landmark" ValueError becomes a specific input error."""
+    import copy
+
     import totalspineseg as tss
+
+    # iterative_label drops the landmarks it discards from the list it is given
+    # (selected_disc_landmarks.remove(...)): each call gets its own copy, or one series (any lumbar
+    # one drops C2-C3) would change how every later series in the process is labelled.
+    params = copy.deepcopy(params)
     try:
         return tss.iterative_label(seg, **params)
     except ValueError as exc:

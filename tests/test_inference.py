@@ -104,6 +104,16 @@ def test_levels_are_named_from_each_kind_of_landmark(models_dir, seed, fov):
     assert min(group_dice(labels, truth).values()) > 0.8
 
 
+def test_a_run_leaves_the_labelling_parameters_unchanged(models_dir, phantom_study):
+    """totalspineseg's iterative_label removes discarded landmarks from the list it is given; a
+    lumbar series discards C2-C3, and must not take it away from the next (cervical) series."""
+    from spineseg.inference import STEP1_LABELLING, STEP2_LABELLING
+    vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
+    segment_volume(vol.array, vol.affine, load_models(models_dir, "cpu"))
+    assert STEP1_LABELLING["selected_disc_landmarks"] == [2, 5, 3, 4]
+    assert STEP2_LABELLING["selected_disc_landmarks"] == [2, 5, 3, 4]
+
+
 def test_blank_image_has_no_spine(models_dir):
     models = load_models(models_dir, "cpu")
     rng = np.random.default_rng(0)
