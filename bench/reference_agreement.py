@@ -36,6 +36,7 @@ CASES = [(5200, "lumbar", 2.0, 1.0), (5201, "cervical", 3.0, 0.8), (5202, "thora
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=len(CASES))
+    ap.add_argument("--seeds", type=int, nargs="*", help="only these cases (by seed)")
     ap.add_argument("-m", "--models", type=Path, default=ROOT / "models")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -46,6 +47,8 @@ def main(argv=None) -> int:
         data_dir = tmp / "data"
         shutil.copytree(a.models / "nnUNet", data_dir / "nnUNet")     # the command writes into its data dir
         for seed, fov, thick, pixel in CASES[:a.cases]:
+            if a.seeds and seed not in a.seeds:
+                continue
             ph = P.make_phantom(seed, fov)
             geom = P.series_geometry(ph, "sagittal", thick, pixel)
             image, _ = P.render(ph, geom.affine, geom.shape, oversample=(max(1, round(thick / 0.8)), 1, 1))
@@ -65,8 +68,9 @@ def main(argv=None) -> int:
             ref = np.asanyarray(nib.load(tmp / f"out_{seed}" / "step2_output" / "case.nii.gz").dataobj)
             ref = ref.round().astype(np.uint8)
             t0 = time.perf_counter()
-            lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
-            ours = segment_volume(np.asanyarray(img.dataobj), lps, models).labels
+            saved = nib.load(case_in / "case.nii.gz")     # the very file the command reads (float32 affine)
+            lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ saved.affine
+            ours = segment_volume(np.asanyarray(saved.dataobj), lps, models).labels
             ours_s = time.perf_counter() - t0
             differ = ours != ref
             agreement = 1.0 - float(differ.mean())

@@ -236,6 +236,21 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
 
 
+def integer_storage_dtype(array: np.ndarray) -> type | None:
+    """The integer type a NIfTI of this volume would hold (as dcm2niix writes MR: int16, or uint16
+    beyond it), or None when the values are not all integers (a rescaled series stays float)."""
+    if np.issubdtype(array.dtype, np.integer):
+        return array.dtype.type
+    if not np.array_equal(array, np.round(array)):
+        return None
+    lo, hi = float(array.min()), float(array.max())
+    if -32768 <= lo and hi <= 32767:
+        return np.int16
+    if 0 <= lo and hi <= 65535:
+        return np.uint16
+    return None
+
+
 def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
                    on_stage: Callable[[str, float], None] | None = None) -> SegmentationResult:
     """Final TotalSpineSeg labels for a volume, on the volume's own grid.
@@ -253,11 +268,19 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
             on_stage(name, timings[name])
 
     t = time.perf_counter()
+    stored_dtype = integer_storage_dtype(array)
     raw = nib.Nifti1Image(np.asarray(array, np.float32), lps_to_ras(affine_lps))
     raw.set_qform(raw.affine)
     raw.set_sform(raw.affine)
     canonical = nib.as_closest_canonical(raw)
     iso = tss.resample(canonical)
+    if stored_dtype is not None:
+        # The reference writes the 1 mm image back in the input's integer type (totalspineseg's
+        # resample_mp casts, truncating); give the networks the same intensities it gives them.
+        iso = nib.Nifti1Image(np.asanyarray(iso.dataobj).astype(stored_dtype).astype(np.float32), iso.affine,
+                              iso.header)
+        iso.set_qform(iso.affine)
+        iso.set_sform(iso.affine)
     stage("preprocess", t)
 
     t = time.perf_counter()

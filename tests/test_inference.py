@@ -121,3 +121,13 @@ def test_blank_image_has_no_spine(models_dir):
     with pytest.raises(InputError) as exc:
         segment_volume(blank, np.diag([2.0, 1.0, 1.0, 1.0]), models)
     assert exc.value.code in ("NO_SPINE_FOUND", "NO_DISCS_FOUND", "NO_LEVEL_LANDMARK", "LABELLING_FAILED")
+
+
+def test_integer_storage_type_follows_the_values():
+    """The 1 mm image is cast to the type a NIfTI of the series would hold, as the reference does."""
+    from spineseg.inference import integer_storage_dtype
+    assert integer_storage_dtype(np.array([[1, 2]], np.int16)) is np.int16
+    assert integer_storage_dtype(np.array([0.0, 4095.0], np.float32)) is np.int16
+    assert integer_storage_dtype(np.array([0.0, 60000.0], np.float32)) is np.uint16
+    assert integer_storage_dtype(np.array([0.5, 3.0], np.float32)) is None       # rescaled: stays float
+    assert integer_storage_dtype(np.array([-1.0, 70000.0], np.float32)) is None
