@@ -86,7 +86,7 @@ def parse_rules(rules: dict | str | None) -> dict | None:
         raise SpineSegError("BAD_SELECTION_RULES", 'Selection rules need a non-empty "selections" list, as in the '
                          "MONAI Deploy series selector.")
     for i, sel in enumerate(selections):
-        name = sel.get("name", f"#{i + 1}") if isinstance(sel, dict) else f"#{i + 1}"
+        name = selection_name(i, sel) if isinstance(sel, dict) else f"#{i + 1}"
         conditions = sel.get("conditions") if isinstance(sel, dict) else None
         if not isinstance(conditions, dict) or not conditions:
             raise SpineSegError("BAD_SELECTION_RULES", f"Selection {name!r} has no \"conditions\" mapping.")
@@ -130,11 +130,16 @@ def _condition_matches(ds, key: str, wanted) -> bool:
     return text.casefold() == str(wanted).casefold() or re.search(str(wanted), text, re.I) is not None
 
 
+def selection_name(index: int, selection: dict) -> str:
+    """A selection's name, or its 1-based position when it has none."""
+    return str(selection.get("name") or f"#{index + 1}")
+
+
 def matching_selection(ds, rules: dict) -> str | None:
     """Name of the first selection whose conditions all hold for ``ds`` (None: no match)."""
     for i, sel in enumerate(rules["selections"]):
         if all(_condition_matches(ds, k, v) for k, v in sel["conditions"].items()):
-            return str(sel.get("name") or f"#{i + 1}")
+            return selection_name(i, sel)
     return None
 
 
@@ -213,7 +218,7 @@ def select_series(series: list[SeriesInfo], rules: SelectionRules | None = None)
     eligible = [c for c in cands if c.eligible]
     if rules.rules and eligible:
         # the first selection (in the rules' order) that matched an eligible series decides
-        order = [str(sel.get("name") or f"#{i + 1}") for i, sel in enumerate(rules.rules["selections"])]
+        order = [selection_name(i, sel) for i, sel in enumerate(rules.rules["selections"])]
         first = min(order.index(c.selection) for c in eligible)
         for c in eligible:
             if order.index(c.selection) > first:

@@ -182,12 +182,9 @@ def make_case(seed: int, step: int):
     img, final = render_case(seed)
     if step == 2:
         img, final = crop_like_inference(seed, img, final)
-    chans = [zscore(img)]
-    if step == 2:
-        chans.append(odd_disc_channel(final))
-        target = step2_target(final)
+        chans, target = [zscore(img), odd_disc_channel(final)], step2_target(final)
     else:
-        target = step1_target(final)
+        chans, target = [zscore(img)], step1_target(final)
     target = target.astype(np.uint8)
     # a few thousand voxels per class are plenty to centre patches on (rare landmarks included)
     rng = np.random.default_rng(seed)
