@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ BIN = Path(sys.executable).parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import phantom as P  # noqa: E402
+import reference_cli as R  # noqa: E402
 from spineseg.codes_table import STRUCTURES  # noqa: E402
 
 STUDIES = {
@@ -86,11 +86,8 @@ def reference_pipeline(dicom: Path, work: Path, models: Path) -> dict:
     (work / "nii").mkdir(parents=True)
     steps["dcm2niix"] = run_measured([str(BIN / "dcm2niix"), "-z", "y", "-f", "case", "-o", str(work / "nii"),
                                       str(dicom)])
-    data_dir = work / "data"
-    shutil.copytree(models / "nnUNet", data_dir / "nnUNet")
-    steps["totalspineseg"] = run_measured([str(BIN / "totalspineseg"), str(work / "nii" / "case.nii.gz"),
-                                           str(work / "tss"), "--data-dir", str(data_dir), "--no-stalling",
-                                           "--device", "cpu", "--keep-only", "step2_output", "--quiet"])
+    data_dir = R.prepare_data_dir(models, work / "data")
+    steps["totalspineseg"] = run_measured(R.command(work / "nii" / "case.nii.gz", work / "tss", data_dir))
     seg_nii = work / "tss" / "step2_output" / "case.nii.gz"
     labels = sorted(int(v) for v in np.unique(np.asanyarray(nib.load(seg_nii).dataobj)) if v)
     meta = dcmqi_metadata(labels, work / "meta.json")

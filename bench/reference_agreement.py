@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,15 +18,13 @@ import time
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-import phantom as P  # noqa: E402
+import reference_cli as R  # noqa: E402
 from spineseg.inference import load_models, segment_volume  # noqa: E402
 
-CLI = Path(sys.executable).parent / "totalspineseg"
 # (seed, field of view, slice thickness mm, pixel mm); seeds never used in training
 CASES = [(5200, "lumbar", 2.0, 1.0), (5201, "cervical", 3.0, 0.8), (5202, "thoracolumbar", 3.5, 0.9),
          (5203, "whole", 2.5, 1.2), (5204, "cervicothoracic", 1.0, 1.0), (5205, "lumbar", 4.0, 0.6)]
@@ -44,43 +41,36 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data_dir = tmp / "data"
-        shutil.copytree(a.models / "nnUNet", data_dir / "nnUNet")     # the command writes into its data dir
+        data_dir = R.prepare_data_dir(a.models, tmp / "data")
         for seed, fov, thick, pixel in CASES[:a.cases]:
             if a.seeds and seed not in a.seeds:
                 continue
-            ph = P.make_phantom(seed, fov)
-            geom = P.series_geometry(ph, "sagittal", thick, pixel)
-            image, _ = P.render(ph, geom.affine, geom.shape, oversample=(max(1, round(thick / 0.8)), 1, 1))
-            img = nib.Nifti1Image(np.clip(np.round(image), 0, 32767).astype(np.int16), P.lps_to_ras(geom.affine))
+            img, _ = R.phantom_nifti(seed, fov, thick, pixel)
             case_in = tmp / f"in_{seed}"
             case_in.mkdir()
             nib.save(img, case_in / "case.nii.gz")
             t0 = time.perf_counter()
-            proc = subprocess.run([str(CLI), str(case_in / "case.nii.gz"), str(tmp / f"out_{seed}"), "--data-dir",
-                                   str(data_dir), "--no-stalling", "--device", "cpu", "--keep-only", "step2_output",
-                                   "--quiet"], capture_output=True, text=True)
+            proc = subprocess.run(R.command(case_in / "case.nii.gz", tmp / f"out_{seed}", data_dir),
+                                  capture_output=True, text=True)
             ref_s = time.perf_counter() - t0
             if proc.returncode != 0:
                 rows.append({"seed": seed, "fov": fov, "error": (proc.stdout + proc.stderr)[-500:]})
                 print(f"seed {seed} {fov}: reference failed: {rows[-1]['error']}", flush=True)
                 continue
-            ref = np.asanyarray(nib.load(tmp / f"out_{seed}" / "step2_output" / "case.nii.gz").dataobj)
-            ref = ref.round().astype(np.uint8)
+            ref = R.final_labels(tmp / f"out_{seed}")
             t0 = time.perf_counter()
-            saved = nib.load(case_in / "case.nii.gz")     # the very file the command reads (float32 affine)
-            lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ saved.affine
-            ours = segment_volume(np.asanyarray(saved.dataobj), lps, models).labels
+            # the very file the command reads (float32 affine)
+            ours = segment_volume(*R.stored_input(case_in / "case.nii.gz"), models).labels
             ours_s = time.perf_counter() - t0
             differ = ours != ref
             agreement = 1.0 - float(differ.mean())
             pairs = {}
             for o, r in zip(ours[differ].tolist(), ref[differ].tolist()):
                 pairs[f"{r}->{o}"] = pairs.get(f"{r}->{o}", 0) + 1
-            rows.append({"seed": seed, "fov": fov, "shape": list(geom.shape), "agreement": round(agreement, 6),
+            rows.append({"seed": seed, "fov": fov, "shape": list(img.shape), "agreement": round(agreement, 6),
                          "differing_voxels": int(differ.sum()), "reference_to_ours": pairs,
                          "reference_s": round(ref_s, 1), "ours_s": round(ours_s, 1)})
-            print(f"seed {seed} {fov:16s} {geom.shape}: agreement {100 * agreement:.4f} % "
+            print(f"seed {seed} {fov:16s} {img.shape}: agreement {100 * agreement:.4f} % "
                   f"({int(differ.sum())} voxels differ: {pairs or 'none'}); reference {ref_s:.0f} s, "
                   f"in-process {ours_s:.0f} s", flush=True)
     done = [r for r in rows if "agreement" in r]

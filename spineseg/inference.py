@@ -236,6 +236,26 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
 
 
+def as_stored_affine(affine: np.ndarray) -> np.ndarray:
+    """``affine`` as a NIfTI file holds it (float32 ``srow`` rows), in float64.
+
+    The reference command saves and re-reads the image after each of its steps, so every step
+    starts from the float32-rounded affine of the previous one. Without that rounding the 1 mm
+    grid's origin can differ in its last float32 digit, which flips nearest-neighbour ties on the
+    way back to a source grid whose voxel centres fall half-way between 1 mm voxels (for example
+    3 mm slices).
+    """
+    return np.asarray(affine, np.float64).astype(np.float32).astype(np.float64)
+
+
+def _nifti(data: np.ndarray, affine: np.ndarray, header=None) -> nib.Nifti1Image:
+    """A NIfTI image with the stored (float32) affine and matching qform/sform, as the reference writes it."""
+    image = nib.Nifti1Image(data, as_stored_affine(affine), header)
+    image.set_qform(image.affine)
+    image.set_sform(image.affine)
+    return image
+
+
 def integer_storage_dtype(array: np.ndarray) -> type | None:
     """The integer type a NIfTI of this volume would hold (as dcm2niix writes MR: int16, or uint16
     beyond it), or None when the values are not all integers (a rescaled series stays float)."""
@@ -269,18 +289,18 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
 
     t = time.perf_counter()
     stored_dtype = integer_storage_dtype(array)
-    raw = nib.Nifti1Image(np.asarray(array, np.float32), lps_to_ras(affine_lps))
-    raw.set_qform(raw.affine)
-    raw.set_sform(raw.affine)
+    # Each image below is rounded as the reference's NIfTI files are between its steps (input file,
+    # reorient_canonical_mp's output, resample_mp's output), so both land on the same 1 mm grid.
+    raw = _nifti(np.asarray(array, np.float32), lps_to_ras(affine_lps))
     canonical = nib.as_closest_canonical(raw)
+    canonical = _nifti(np.asanyarray(canonical.dataobj), canonical.affine, canonical.header)
     iso = tss.resample(canonical)
+    iso_data = np.asanyarray(iso.dataobj)
     if stored_dtype is not None:
         # The reference writes the 1 mm image back in the input's integer type (totalspineseg's
         # resample_mp casts, truncating); give the networks the same intensities it gives them.
-        iso = nib.Nifti1Image(np.asanyarray(iso.dataobj).astype(stored_dtype).astype(np.float32), iso.affine,
-                              iso.header)
-        iso.set_qform(iso.affine)
-        iso.set_sform(iso.affine)
+        iso_data = iso_data.astype(stored_dtype)
+    iso = _nifti(iso_data.astype(np.float32), iso.affine, iso.header)
     stage("preprocess", t)
 
     t = time.perf_counter()

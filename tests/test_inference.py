@@ -131,3 +131,73 @@ def test_integer_storage_type_follows_the_values():
     assert integer_storage_dtype(np.array([0.0, 60000.0], np.float32)) is np.uint16
     assert integer_storage_dtype(np.array([0.5, 3.0], np.float32)) is None       # rescaled: stays float
     assert integer_storage_dtype(np.array([-1.0, 70000.0], np.float32)) is None
+
+
+def test_stored_affine_is_what_a_saved_nifti_reads_back():
+    """Each reference step re-reads the previous step's NIfTI; our chain rounds its affines the same way."""
+    import nibabel as nib
+    from spineseg.inference import as_stored_affine
+    rng = np.random.default_rng(7)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([3.0, 0.8, 0.8]) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    affine[:3, 3] = [-37.688030243, 73.411972046, -175.822250366]
+    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), affine)
+    image.set_sform(affine)
+    read_back = nib.Nifti1Image.from_bytes(image.to_bytes()).affine
+    assert not np.array_equal(read_back, affine)          # the file really does round
+    assert np.array_equal(as_stored_affine(affine), read_back)
+
+
+ISOLATION_PROBE = r'''
+import json, os, sys
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tools")]
+import multiprocessing.util
+import phantom as P
+from spineseg.inference import load_models, segment_volume
+
+models = load_models(sys.argv[2], "cpu")
+ph = P.make_phantom(5200, "lumbar")
+geom = P.series_geometry(ph, "sagittal", 2.0, 1.0)
+image, _ = P.render(ph, geom.affine, geom.shape, oversample=(2, 1, 1))
+seen = []
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+SPAWNS = {"os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen"}
+CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.link", "os.symlink",
+           "shutil.copyfile", "shutil.rmtree", "tempfile.mkstemp", "tempfile.mkdtemp"}
+
+def hook(event, args):
+    if event in SPAWNS or event in CHANGES:
+        seen.append([event, repr(args)[:200]])
+    elif event == "open":
+        path, mode, flags = args
+        if (isinstance(mode, str) and set(mode) & set("wax+")) or (flags or 0) & WRITE_FLAGS:
+            seen.append([event, repr(args)[:200]])
+
+_spawnv = multiprocessing.util.spawnv_passfds        # multiprocessing's spawn start method: no audit event
+def spawnv_passfds(*args, **kwargs):
+    seen.append(["multiprocessing spawn", repr(args)[:200]])
+    return _spawnv(*args, **kwargs)
+multiprocessing.util.spawnv_passfds = spawnv_passfds
+
+sys.addaudithook(hook)
+labels = segment_volume(image, geom.affine, models).labels
+print(json.dumps({"events": seen, "labelled": int((labels > 0).sum())}))
+'''
+
+
+def test_inference_starts_no_process_and_writes_no_file(models_dir, tmp_path):
+    """The whole two-step pipeline runs in this process and in memory: no worker processes, no
+    intermediate files, nothing written into site-packages (or anywhere else)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    probe = tmp_path / "probe.py"
+    probe.write_text(ISOLATION_PROBE)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(probe), str(root), str(models_dir)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["labelled"] > 0          # the probe really ran the pipeline
+    assert report["events"] == []
