@@ -50,8 +50,7 @@ def main(argv=None) -> int:
         seed = a.first_seed + i
         ph = P.make_phantom(seed, FOVS[i % len(FOVS)])
         geom = P.series_geometry(ph, "sagittal", a.slice_thickness, a.pixel)
-        over = (max(1, int(round(a.slice_thickness / 0.8))), 1, 1)
-        image, truth = P.render(ph, geom.affine, geom.shape, oversample=over)
+        image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(a.slice_thickness))
         t0 = time.perf_counter()
         try:
             pred = segment_volume(image, geom.affine, models).labels

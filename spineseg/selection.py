@@ -24,6 +24,8 @@ import numbers
 import re
 from dataclasses import dataclass, field
 
+from pydicom.multival import MultiValue
+
 from .dicom_input import SeriesInfo, plane_of
 from .errors import InputError, SpineSegError
 
@@ -110,7 +112,7 @@ def _condition_matches(ds, key: str, wanted) -> bool:
     value = getattr(ds, key, None)
     if value is None or value == "":
         return False
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, (list, tuple, MultiValue)):
         present = [str(v).casefold() for v in value]
         wanted_all = wanted if isinstance(wanted, list) else [wanted]
         return all(any(str(w).casefold() in p for p in present) for w in wanted_all)

@@ -518,6 +518,12 @@ def write_dicom_series(image: np.ndarray, geom: SeriesGeometry, out_dir: Path, s
     return paths
 
 
+def slice_oversample(slice_thickness: float) -> tuple[int, int, int]:
+    """Render samples per voxel along (slice, row, column): about one per 0.8 mm across a slice, as a
+    real slice integrates over its thickness; one in-plane."""
+    return max(1, round(slice_thickness / 0.8)), 1, 1
+
+
 def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "sagittal",
                slice_thickness: float = 1.0, pixel: float = 1.0, oblique_deg: float = 0.0,
                reverse_slices: bool = False, shuffle: bool = False, matrix: int | None = None,
@@ -528,8 +534,7 @@ def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "s
     ph = make_phantom(seed, fov)
     geom = series_geometry(ph, plane, slice_thickness, pixel, oblique_deg=oblique_deg,
                            reverse_slices=reverse_slices, matrix=matrix)
-    over = (max(1, int(round(slice_thickness / 0.8))), 1, 1)
-    image, labels = render(ph, geom.affine, geom.shape, oversample=over)
+    image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(slice_thickness))
     out_dir = Path(out_dir)
     dicom = write_dicom_series(image, geom, out_dir / "dicom", seed, shuffle=shuffle, **series_kw)
     nib.save(nib.Nifti1Image(labels, lps_to_ras(geom.affine)), out_dir / "ground_truth.nii.gz")

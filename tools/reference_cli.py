@@ -31,12 +31,11 @@ def prepare_data_dir(models_dir: Path, data_dir: Path) -> Path:
 def phantom_nifti(seed: int, fov: str, slice_mm: float, pixel_mm: float) -> tuple[nib.Nifti1Image, np.ndarray]:
     """A sagittal phantom series as an int16 NIfTI (RAS affine) and its true labels on the same grid.
 
-    Thick slices are rendered with sub-slice oversampling (about one sample per 0.8 mm), as a real
-    slice integrates over its thickness.
+    Rendered as :func:`phantom.write_case` renders its DICOM series (thick slices oversampled).
     """
     ph = P.make_phantom(seed, fov)
     geom = P.series_geometry(ph, "sagittal", slice_mm, pixel_mm)
-    image, truth = P.render(ph, geom.affine, geom.shape, oversample=(max(1, round(slice_mm / 0.8)), 1, 1))
+    image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(slice_mm))
     stored = np.clip(np.round(image), 0, 32767).astype(np.int16)
     return nib.Nifti1Image(stored, P.lps_to_ras(geom.affine)), truth
 
@@ -58,7 +57,7 @@ def stored_input(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(voxels, LPS affine) of a NIfTI exactly as the command reads it (float32 affine from the file),
     ready for :func:`spineseg.inference.segment_volume`."""
     image = nib.load(path)
-    return np.asanyarray(image.dataobj), np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.affine
+    return np.asanyarray(image.dataobj), P.lps_to_ras(image.affine)      # the L/P flip is its own inverse
 
 
 def final_labels(output_dir: Path, name: str = "case") -> np.ndarray:
