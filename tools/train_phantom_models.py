@@ -81,8 +81,9 @@ def step2_target(final: np.ndarray) -> np.ndarray:
     """Final labels -> step 2 training labels (vertebrae alternate odd 7 / even 8 from C1)."""
     out = step1_target(final)
     out[out >= 6] = 0
-    for idx, name in enumerate(P.VERTEBRA_NAMES):
-        out[final == P.VERTEBRA_LABELS[name]] = 7 if idx % 2 == 0 else 8
+    # counted from C1 over C1..T12, L1..L6: an L6 (six lumbar vertebrae) continues the alternation
+    for idx, label in enumerate(P.VERTEBRA_LABELS.values()):
+        out[final == label] = 7 if idx % 2 == 0 else 8
     out[final == P.SACRUM] = 9
     out[final == P.CANAL] = 10
     out[final == P.CORD] = 11
