@@ -20,6 +20,8 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InputError, ModelError
+from .numbering import Numbering
+from .numbering import assess as assess_numbering
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +210,7 @@ class SegmentationResult:
     labels: np.ndarray                    # same shape and grid as the input volume
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    numbering: Numbering | None = None    # anchors, landmark agreement, variants (spineseg.numbering)
 
 
 def _iterative_label(seg: nib.Nifti1Image, step: str, **params) -> nib.Nifti1Image:
@@ -329,10 +332,14 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
 
     t = time.perf_counter()
     s2 = tss.largest_component(step2, binarize=True, dilate=5)
+    s2_network = np.asanyarray(s2.dataobj)
     s2 = _iterative_label(s2, "Step 2", **STEP2_LABELLING)
+    s2_labelled = np.asanyarray(s2.dataobj)
     s2 = tss.fill_canal(s2, **FILL_CANAL)
     s2 = tss.transform_seg2image(iso, s2)
     final = tss.transform_seg2image(raw, s2, interpolation="nearest")
     labels = np.asanyarray(final.dataobj).round().astype(np.uint8)
     stage("step2_postprocess", t)
-    return SegmentationResult(labels, timings)
+    # what the numbering rests on and what contradicts it (reads the arrays, changes nothing)
+    numbering = assess_numbering(s2_network, s2_labelled, STEP2_LABELLING, labels, affine_lps)
+    return SegmentationResult(labels, timings, numbering=numbering)

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from . import APP_NAME, __version__
 from .atomic import write_atomic, write_bytes_atomic
 from .codes_table import STRUCTURES
-from .errors import SpineSegError
+from .errors import InputError, SpineSegError
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
 COMPRESSION = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
@@ -93,10 +93,25 @@ def algorithm_identification(model_description: dict):
     )
 
 
+def compose_long_string(parts: list[str], limit: int = 64) -> str:
+    """Join ``parts`` with "; " up to ``limit`` characters (LO, PS3.5 6.2), keeping whole parts:
+    the first part always (cut only if it alone is too long), each later one only if it fits, so a
+    safety notice placed first is never cut and nothing ends mid-word."""
+    text = parts[0][:limit]
+    for part in parts[1:]:
+        if part and len(text) + 2 + len(part) <= limit:
+            text = f"{text}; {part}"
+    return text
+
+
 def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_description: dict,
-              settings: SegSettings | None = None) -> tuple[Dataset, list[int]]:
+              settings: SegSettings | None = None, numbering=None) -> tuple[Dataset, list[int]]:
     """DICOM SEG over ``source_datasets``: one per slice of ``labels`` in the same order, or a single
     multi-frame image whose frames are the slices of ``labels`` in frame order.
+
+    ``numbering`` (:class:`spineseg.numbering.Numbering`) puts how sure the level names are where a
+    radiologist sees it: its short form in SeriesDescription (after the phantom warning, before the
+    configured description) and in ContentDescription.
 
     Returns the dataset and the label values it holds as segments 1..N (empty structures left out).
     """
@@ -110,15 +125,21 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     present = [int(v) for v in np.unique(labels) if v != 0]
     unknown = [v for v in present if v not in STRUCTURES]
     if unknown:
-        raise SpineSegError("UNKNOWN_LABEL", f"label values {unknown} have no code in spineseg/codes_table.py")
+        # not a bug to crash on: the weights produced a value outside TotalSpineSeg's final scheme
+        raise InputError("UNKNOWN_LABEL", f"The segmentation holds label value(s) {unknown}, which are not in "
+                         "TotalSpineSeg's final label scheme, so no SEG was written; the label map is kept in the "
+                         "output folder. Check that the models are TotalSpineSeg's (README, 'Models').")
     lut = np.zeros(256, np.uint8)
     for number, value in enumerate(present, start=1):
         lut[value] = number
     segment_map = lut[labels]
     src = source_datasets[0]
     phantom = model_description["step1"]["kind"] == "phantom" or model_description["step2"]["kind"] == "phantom"
-    # the warning comes first so that the 64-character limit of LO can never cut it off
-    description = ("PHANTOM MODEL NOT FOR CLINICAL USE: " if phantom else "") + settings.series_description
+    # the phantom warning comes first so that the 64-character limit of LO can never cut it off, then
+    # how sure the level names are, then the configured description if it still fits whole
+    description = compose_long_string([*(["PHANTOM MODEL NOT FOR CLINICAL USE"] if phantom else []),
+                                       *([numbering.short] if numbering is not None else []),
+                                       settings.series_description])
     source_number = int(getattr(src, "SeriesNumber", 0) or 0)
     series_number = settings.series_number if settings.series_number is not None else 1000 + source_number
     weights_id = model_description["step1"]["sha256"] + model_description["step2"]["sha256"]
@@ -138,14 +159,15 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
         manufacturer_model_name=f"{APP_NAME} TotalSpineSeg",
         software_versions=__version__,
         device_serial_number="spine-seg",
-        content_description=("Vertebrae, discs, spinal cord and canal by TotalSpineSeg"
-                             + (" (phantom-trained test weights)" if phantom else ""))[:64],
+        content_description=(numbering.content if numbering is not None else
+                             ("Vertebrae, discs, spinal cord and canal by TotalSpineSeg"
+                              + (" (phantom-trained test weights)" if phantom else ""))[:64]),
         content_creator_name=settings.content_creator_name,
         content_label="SPINESEG",
         transfer_syntax_uid=transfer_syntax,
         omit_empty_frames=True,
     )
-    seg.SeriesDescription = description[:64]
+    seg.SeriesDescription = description
     if settings.institution_name:
         seg.InstitutionName = settings.institution_name
     return seg, present
