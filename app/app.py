@@ -16,17 +16,18 @@ import ctypes
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from spineseg import APP_NAME, __version__  # noqa: E402
+from spineseg import APP_NAME, __version__, logsafe  # noqa: E402
 from spineseg.errors import InputError, SpineSegError  # noqa: E402
-from spineseg.pipeline import DEFAULT_MODELS, AppConfig, load_settings, run_all  # noqa: E402
+from spineseg.output_folder import SignalGuard, clear_previous, lock_output, write_running  # noqa: E402
+from spineseg.pipeline import run_all  # noqa: E402
 from spineseg.report import RunReport  # noqa: E402
+from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: E402
 
 log = logging.getLogger("spineseg")
 
@@ -100,20 +101,42 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)          # argparse exits 2 (EXIT_USAGE) on bad arguments
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logsafe.configure(getattr(logging, str(args.log_level).upper(), logging.INFO))
     logging.getLogger("highdicom").setLevel(logging.WARNING)   # per-module copy notices are noise
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     report = RunReport(output)
     report.input["path"] = str(args.input)
     log.info("%s %s: input %s -> output %s (models %s)", APP_NAME, __version__, args.input, output, args.model)
+    guard = SignalGuard()
+    try:
+        with guard:
+            if Path(args.input).resolve() == output.resolve():
+                raise InputError("OUTPUT_IS_INPUT", "The output folder is the input folder; use a separate folder "
+                                 "so results never mix with the study.")
+            with lock_output(output):
+                error = run_owned(args, output, report, guard)
+                code = report.finish(error)
+    except SpineSegError as exc:           # the folder is not ours (busy, not writable), or a signal came early
+        error = guard.error() if guard.signal else exc
+        if error.code == "OUTPUT_BUSY":
+            report.name = f"report.refused-{os.getpid()}.json"   # the owner's report.json stays as it is
+        log.error("%s: %s", error.code, error.message)
+        code = report.finish(error)
+    log.info("finished: %s (exit %d); report %s", "succeeded" if error is None else "failed", code,
+             output / report.name)
+    if error is None:
+        for rel in report.outputs:
+            log.info("output: %s", output / rel)
+    return code
+
+
+def run_owned(args: argparse.Namespace, output: Path, report: RunReport, guard: SignalGuard) -> BaseException | None:
+    """The run in a folder it holds: previous results moved aside, then the stages; the error, if any."""
     error: BaseException | None = None
     try:
+        report.output_folder = clear_previous(output)
+        write_running(output, report.as_dict("running", 0)["started"])
         config = AppConfig.from_settings(args.input, output, args.model, load_settings())
-        if config.input_dir.resolve() == output.resolve():
-            raise InputError("OUTPUT_IS_INPUT", "The output folder is the input folder; use a separate folder so "
-                             "results never mix with the study.")
         if args.engine == "plain":
             run_all(config, report)
         else:
@@ -123,14 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise SpineSegError("GRAPH_INCOMPLETE", "The application graph stopped before its last operator.")
     except SpineSegError as exc:
         error = exc
-        log.error("%s: %s", exc.code, exc.message)
     except Exception as exc:  # anything else is a bug: report it, keep the traceback in the log
         error = exc
-        log.error("internal error: %s\n%s", exc, traceback.format_exc())
-    code = report.finish(error)
-    log.info("finished: %s (exit %d); report %s", "succeeded" if error is None else "failed", code,
-             output / "report.json")
-    if error is None:
-        for rel in report.outputs:
-            log.info("output: %s", output / rel)
-    return code
+        log.error("internal error: %s", exc, exc_info=True)
+    if guard.signal is not None:           # a framework may have swallowed the Interrupted exception
+        error = guard.error()
+    if isinstance(error, SpineSegError):
+        log.error("%s: %s", error.code, error.message)
+    return error

@@ -4,12 +4,13 @@ Retries (exponential backoff, bounded in attempts *and* total seconds) only for 
 connection errors, timeouts, HTTP 5xx/408/429, DIMSE "out of resources". Other refusals (wrong
 credentials, a 4xx, a C-STORE failure status) fail at once. A SEG that could not be delivered stays
 in the output folder and the report says why; ``python -m spineseg.resend OUT`` sends it later.
-Secrets are never logged and never written to the report.
+Secrets are never logged and never written to the report. Settings are read and checked in
+:mod:`spineseg.settings`; the hard per-attempt and total deadlines are :mod:`spineseg.deadline`'s.
 """
 from __future__ import annotations
 
 import logging
-import os
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pydicom
+
+from .deadline import Attempt, DeadlinePassed, deadline_adapter, run_before
 
 log = logging.getLogger("spineseg")
 
@@ -80,61 +83,37 @@ class Refused(Exception):
     """A definitive refusal: retrying cannot help."""
 
 
-def destinations_from_settings(settings: dict | None = None, env: dict | None = None) -> list:
-    """Destinations from app.yaml's ``spineseg.delivery`` section and SPINESEG_* variables (which win)."""
-    env = os.environ if env is None else env
-    s = dict((settings or {}).get("delivery", {}) or {})
-    stow = dict(s.get("stow", {}) or {})
-    cstore = dict(s.get("cstore", {}) or {})
-    for var, key in (("SPINESEG_STOW_URL", "url"), ("SPINESEG_STOW_USER", "user"),
-                     ("SPINESEG_STOW_PASSWORD", "password"), ("SPINESEG_STOW_TOKEN", "token"),
-                     ("SPINESEG_STOW_CA_BUNDLE", "ca_bundle")):
-        if env.get(var):
-            stow[key] = env[var]
-    if env.get("SPINESEG_STOW_VERIFY_TLS"):
-        stow["verify_tls"] = env["SPINESEG_STOW_VERIFY_TLS"].lower() not in ("0", "false", "no")
-    for var, key in (("SPINESEG_CSTORE_HOST", "host"), ("SPINESEG_CSTORE_PORT", "port"),
-                     ("SPINESEG_CSTORE_AET", "called_aet"), ("SPINESEG_CSTORE_CALLING_AET", "calling_aet")):
-        if env.get(var):
-            cstore[key] = env[var]
-    if env.get("SPINESEG_CSTORE_TLS"):
-        cstore["tls"] = env["SPINESEG_CSTORE_TLS"].lower() in ("1", "true", "yes")
-    stow = {k: v for k, v in stow.items() if v not in (None, "")}
-    cstore = {k: v for k, v in cstore.items() if v not in (None, "")}
-    out = []
-    if stow.get("url"):
-        out.append(StowDestination(**stow))
-    if cstore.get("host"):
-        cstore["port"] = int(cstore.get("port", 104))
-        cstore.setdefault("called_aet", "ANY-SCP")
-        out.append(CStoreDestination(**cstore))
-    return out
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+OK_STATUSES = (0x0000, 0xB000, 0xB007, 0xB006)
 
 
-def policy_from_settings(settings: dict | None = None, env: dict | None = None) -> RetryPolicy:
-    env = os.environ if env is None else env
-    p = dict(((settings or {}).get("delivery", {}) or {}).get("retry", {}) or {})
-    if env.get("SPINESEG_DELIVERY_MAX_ATTEMPTS"):
-        p["max_attempts"] = int(env["SPINESEG_DELIVERY_MAX_ATTEMPTS"])
-    if env.get("SPINESEG_DELIVERY_MAX_SECONDS"):
-        p["total_seconds"] = float(env["SPINESEG_DELIVERY_MAX_SECONDS"])
-    if env.get("SPINESEG_DELIVERY_INITIAL_DELAY"):
-        p["initial_delay"] = float(env["SPINESEG_DELIVERY_INITIAL_DELAY"])
-    return RetryPolicy(**p)
+def scrub(text: str, dest) -> str:
+    """``text`` without the destination's secrets or any URL user info, for logs and the report."""
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@", r"\1", str(text))
+    for secret in (getattr(dest, "password", None), getattr(dest, "token", None)):
+        if secret:
+            text = text.replace(secret, "***")
+    return " ".join(text.split())[:500]
 
 
 # --- STOW-RS ----------------------------------------------------------------------------------
-def _stow_once(dest: StowDestination, datasets: list) -> list[dict]:
+def _stow_once(dest: StowDestination, datasets: list, attempt: Attempt) -> list[dict]:
     import requests
     from dicomweb_client.api import DICOMwebClient
 
     session = requests.Session()
+    session.mount("http://", deadline_adapter(attempt))
+    session.mount("https://", deadline_adapter(attempt))
     if dest.token:
         session.headers["Authorization"] = f"Bearer {dest.token}"
     elif dest.user:
         session.auth = requests.auth.HTTPBasicAuth(dest.user, dest.password or "")
     session.verify = dest.ca_bundle or dest.verify_tls
-    client = DICOMwebClient(url=dest.url, session=session, timeout=dest.timeout)
+    answers: list = []
+    session.hooks["response"].append(lambda r, *a, **k: answers.append(r))
+    timeout = max(0.1, min(dest.timeout, attempt.remaining()))
+    client = DICOMwebClient(url=dest.url, session=session, timeout=(timeout, timeout))
     client.set_http_retry_params(retry=False)       # our own bounded policy decides
     try:
         response = client.store_instances(datasets)
@@ -152,26 +131,53 @@ def _stow_once(dest: StowDestination, datasets: list) -> list[dict]:
             from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise Transient(f"{type(exc).__name__}: cannot reach {dest.name}") from exc
-    failed = {str(item.ReferencedSOPInstanceUID): int(getattr(item, "FailureReason", 0))
-              for item in getattr(response, "FailedSOPSequence", []) or []}
-    results = []
+    except (KeyError, ValueError) as exc:           # no Content-Type, malformed JSON or XML
+        raise Refused(f"{_answer(answers)} is not a DICOMweb store response ({type(exc).__name__}); "
+                      "check that SPINESEG_STOW_URL is the DICOMweb root, not a login page") from exc
+    return _stow_results(response, datasets, _answer(answers))
+
+
+def _answer(answers: list) -> str:
+    if not answers:
+        return "the answer"
+    r = answers[-1]
+    return f"HTTP {r.status_code} answer (Content-Type {r.headers.get('Content-Type', 'none')!r})"
+
+
+def _stow_results(response, datasets: list, answer: str) -> list[dict]:
+    """Per-instance results; an instance counts as stored only when the answer lists it in its
+    ReferencedSOPSequence (an empty or foreign answer, e.g. a proxy's HTML page, stores nothing)."""
+    try:
+        failed = {str(item.ReferencedSOPInstanceUID): int(getattr(item, "FailureReason", 0) or 0)
+                  for item in getattr(response, "FailedSOPSequence", None) or []}
+        stored = {str(item.ReferencedSOPInstanceUID) for item in getattr(response, "ReferencedSOPSequence", None) or []}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Refused(f"{answer} is not a well-formed DICOMweb store response ({type(exc).__name__})") from exc
+    results, missing = [], []
     for ds in datasets:
         uid = str(ds.SOPInstanceUID)
-        results.append({"sop_instance_uid": uid, "status": "failed" if uid in failed else "stored",
-                        **({"failure_reason": hex(failed[uid])} if uid in failed else {})})
+        if uid in failed:
+            results.append({"sop_instance_uid": uid, "status": "failed", "failure_reason": hex(failed[uid])})
+        elif uid in stored:
+            results.append({"sop_instance_uid": uid, "status": "stored"})
+        else:
+            missing.append(uid)
     if failed:
         raise Refused(f"the PACS rejected {len(failed)} instance(s): "
                       + ", ".join(f"{u} (0x{r:04X})" for u, r in failed.items()))
+    if missing:
+        raise Refused(f"{answer} does not list {len(missing)} sent instance(s) as stored (e.g. {missing[0]}); "
+                      "check that SPINESEG_STOW_URL is the PACS's DICOMweb root")
     return results
 
 
 # --- C-STORE ----------------------------------------------------------------------------------
-def _cstore_once(dest: CStoreDestination, datasets: list) -> list[dict]:
+def _cstore_once(dest: CStoreDestination, datasets: list, attempt: Attempt) -> list[dict]:
     from pynetdicom import AE
 
     ae = AE(ae_title=dest.calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = dest.timeout
-    ae.connection_timeout = dest.timeout
+    timeout = max(0.1, min(dest.timeout, attempt.remaining()))
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     tls = None
@@ -179,16 +185,24 @@ def _cstore_once(dest: CStoreDestination, datasets: list) -> list[dict]:
         ctx = ssl.create_default_context(cafile=dest.ca_bundle)
         tls = (ctx, dest.host)
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_aet, tls_args=tls)
+    attempt.on_cancel(lambda: assoc.abort())
     if not assoc.is_established:
         if assoc.is_rejected:
             raise Refused(f"association rejected by {dest.name}; check the AE titles")
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            raise Refused(f"{dest.name} accepts none of the SOP classes sent (presentation contexts rejected); "
+                          "configure the PACS to store DICOM SEG")
         raise Transient(f"cannot associate with {dest.name}")
     results = []
     try:
         for ds in datasets:
+            accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
+            if (ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) not in accepted:
+                raise Refused(f"{dest.name} does not accept {ds.SOPClassUID} in {ds.file_meta.TransferSyntaxUID} "
+                              "(presentation context rejected); configure the PACS to store DICOM SEG")
             status = assoc.send_c_store(ds)
             code = int(getattr(status, "Status", -1)) if status else -1
-            if code in (0x0000, 0xB000, 0xB007, 0xB006):
+            if code in OK_STATUSES:
                 results.append({"sop_instance_uid": str(ds.SOPInstanceUID), "status": "stored",
                                 **({"warning": hex(code)} if code else {})})
             elif code == -1:
@@ -204,36 +218,50 @@ def _cstore_once(dest: CStoreDestination, datasets: list) -> list[dict]:
 
 
 def deliver(files: list[Path], dest, policy: RetryPolicy, sleep=time.sleep) -> dict:
-    """Send ``files`` to ``dest``; return a report entry (never raises for delivery faults)."""
-    datasets = [pydicom.dcmread(f) for f in files]
+    """Send ``files`` to ``dest``; return a report entry. Never raises: whatever goes wrong (a read
+    error, a library's unexpected exception) is a failed entry with a reason free of secrets.
+
+    Each attempt ends by ``dest.timeout`` and the whole delivery by ``policy.total_seconds``, both as
+    hard deadlines (see :mod:`spineseg.deadline`)."""
     send = _stow_once if dest.kind == "stow-rs" else _cstore_once
     started = time.monotonic()
-    attempts, reason = 0, ""
+    end = started + policy.total_seconds
+    attempts, reason, entry = 0, "", None
     delays = policy.delays()
-    while True:
+    try:
+        datasets = [pydicom.dcmread(f) for f in files]
+    except Exception as exc:
+        entry, reason = {"status": "failed", "retryable": False}, f"cannot read the SEG to send ({type(exc).__name__})"
+    while entry is None:
         attempts += 1
+        attempt = Attempt(min(time.monotonic() + dest.timeout, end))
         try:
-            instances = send(dest, datasets)
+            instances = run_before(attempt, lambda: send(dest, datasets, attempt))
             entry = {"status": "delivered", "instances": instances}
             break
         except Refused as exc:
             reason = str(exc)
             entry = {"status": "failed", "retryable": False}
             break
-        except Transient as exc:
-            reason = str(exc)
-            wait = next(delays)
-            elapsed = time.monotonic() - started
-            if attempts >= policy.max_attempts or elapsed + wait > policy.total_seconds:
-                entry = {"status": "failed", "retryable": True}
-                break
-            log.warning("delivery to %s: %s; retry %d in %.1f s", dest.name, reason, attempts, wait)
-            sleep(wait)
+        except (Transient, DeadlinePassed) as exc:
+            reason = str(exc) or f"no complete answer from {dest.name} within {attempt.deadline - started:.1f} s"
+            if isinstance(exc, DeadlinePassed) and attempt.deadline < end:
+                reason = f"no complete answer from {dest.name} within the {dest.timeout:g} s attempt timeout"
+        except Exception as exc:   # a library fault is a delivery failure, not a crash
+            reason = f"unexpected {type(exc).__name__} sending to {dest.name}: {exc}"
+            entry = {"status": "failed", "retryable": False}
+            break
+        wait = next(delays)
+        if attempts >= policy.max_attempts or time.monotonic() + wait >= end:
+            entry = {"status": "failed", "retryable": True}
+            break
+        log.warning("delivery to %s: %s; retry %d in %.1f s", dest.name, scrub(reason, dest), attempts, wait)
+        sleep(wait)
     entry.update({"destination": dest.name, "kind": dest.kind, "attempts": attempts,
                   "seconds": round(time.monotonic() - started, 2), "files": [Path(f).name for f in files]})
     if entry["status"] == "failed":
-        entry["reason"] = reason
-        log.error("delivery to %s failed after %d attempt(s): %s", dest.name, attempts, reason)
+        entry["reason"] = scrub(reason, dest)
+        log.error("delivery to %s failed after %d attempt(s): %s", dest.name, attempts, entry["reason"])
     else:
         log.info("delivered %d file(s) to %s in %d attempt(s)", len(files), dest.name, attempts)
     return entry

@@ -49,3 +49,20 @@ class DeliveryError(SpineSegError):
     """Results are on disk but a destination did not accept them (exit 5)."""
 
     exit_code = EXIT_DELIVERY
+
+
+class OutputError(SpineSegError):
+    """The output folder cannot take the results, or another run holds it (exit 4: the deployment,
+    not the study, is wrong)."""
+
+    exit_code = EXIT_INTERNAL
+
+
+def output_error(path, exc: OSError) -> OutputError:
+    """A coded error for a failed write: DISK_FULL when space or quota ran out, else OUTPUT_NOT_WRITABLE."""
+    import errno
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    code = "DISK_FULL" if full else "OUTPUT_NOT_WRITABLE"
+    advice = "free space on its file system" if full else "mount it writable for the app's user"
+    return OutputError(code, f"Cannot write {path} ({exc.strerror or type(exc).__name__}); {advice} and run again.",
+                       path=str(path))

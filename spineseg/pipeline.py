@@ -5,95 +5,18 @@
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .delivery import RetryPolicy, deliver_all, destinations_from_settings, policy_from_settings
+from .delivery import deliver_all
 from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, scan_dicom
-from .errors import DeliveryError, SpineSegError
+from .errors import DeliveryError
 from .inference import ModelPair, SegmentationResult, load_models, segment_volume
 from .report import RunReport, structures_found
-from .seg_writer import SegSettings, build_seg, write_label_nifti, write_seg
-from .selection import SelectionRules, select_series
+from .seg_writer import build_seg, write_label_nifti, write_seg
+from .selection import select_series
+from .settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
 
 log = logging.getLogger("spineseg")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = REPO_ROOT / "models"
-APP_YAML = REPO_ROOT / "app.yaml"
-
-
-def load_settings(path: Path | None = None) -> dict:
-    """The ``spineseg`` section of app.yaml (empty when the file is absent).
-
-    Default: HOLOSCAN_CONFIG_PATH (set inside a MAP container) when it names a file, else the
-    app.yaml beside the ``spineseg`` package.
-    """
-    import yaml
-    if path is None:
-        env = os.environ.get("HOLOSCAN_CONFIG_PATH")
-        path = Path(env) if env and Path(env).is_file() else APP_YAML
-    if not Path(path).exists():
-        return {}
-    return (yaml.safe_load(Path(path).read_text()) or {}).get("spineseg", {}) or {}
-
-
-def _rules_text(value: str) -> str:
-    value = value.strip()
-    if value.startswith("{"):
-        return value
-    try:
-        return Path(value).read_text()
-    except OSError as exc:
-        raise ValueError(f"not JSON and not a readable file ({exc.strerror})") from exc
-
-
-@dataclass
-class AppConfig:
-    input_dir: Path
-    output_dir: Path
-    models_dir: Path = DEFAULT_MODELS
-    device: str = "auto"                       # auto | cpu | cuda
-    model_release: str = "auto"                # auto (newest installed release, else bundled) | direct | rYYYYMMDD
-    max_voxels: int = 200_000_000
-    seg: SegSettings = field(default_factory=SegSettings)
-    selection: SelectionRules = field(default_factory=SelectionRules)
-    destinations: list = field(default_factory=list)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    @classmethod
-    def from_settings(cls, input_dir: Path, output_dir: Path, models_dir: Path | None,
-                      settings: dict | None = None, env: dict | None = None) -> "AppConfig":
-        """Settings from app.yaml's ``spineseg`` section, then SPINESEG_* environment overrides."""
-        s = dict(settings or {})
-        env = os.environ if env is None else env
-        seg = dict(s.get("seg", {}))
-        sel = dict(s.get("selection", {}))
-        overrides = {
-            "SPINESEG_DEVICE": (s, "device", str),
-            "SPINESEG_MODEL_RELEASE": (s, "model_release", str),
-            "SPINESEG_MAX_VOXELS": (s, "max_voxels", int),
-            "SPINESEG_SEG_TYPE": (seg, "segmentation_type", str.upper),
-            "SPINESEG_SEG_COMPRESSION": (seg, "compression", str.lower),
-            "SPINESEG_SERIES_NUMBER": (seg, "series_number", int),
-            "SPINESEG_ALL_SERIES": (sel, "all_eligible", lambda v: v.lower() in ("1", "true", "yes")),
-            # selector rules as JSON text, or the path of a JSON file holding them
-            "SPINESEG_SELECTION_RULES": (sel, "rules", _rules_text),
-        }
-        for var, (target, key, conv) in overrides.items():
-            if env.get(var):
-                try:
-                    target[key] = conv(env[var])
-                except ValueError as exc:
-                    raise SpineSegError("BAD_SETTING", f"{var}={env[var]!r} is not valid: {exc}") from exc
-        cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
-                  device=s.get("device", "auto"), model_release=str(s.get("model_release", "auto")),
-                  max_voxels=int(s.get("max_voxels", 200_000_000)),
-                  seg=SegSettings(**seg), selection=SelectionRules(**sel))
-        cfg.destinations = destinations_from_settings(s, env)
-        cfg.retry = policy_from_settings(s, env)
-        cfg.seg.validate()
-        return cfg
 
 
 def scan_study(cfg: AppConfig, report: RunReport) -> ScanResult:
@@ -161,6 +84,12 @@ def write_results(volume: Volume, result: SegmentationResult, models: ModelPair,
         "shape": list(volume.array.shape), "spacing_mm": [round(s, 4) for s in volume.spacing],
         "structures": found,
     }
+    numbering = result.numbering
+    if numbering is not None:
+        entry["numbering"] = numbering.as_dict()
+        log.info("series %s: %s", volume.series.series_number, numbering.summary)
+        for w in numbering.warnings:
+            report.warn(f"series {volume.series.series_number}: {w}")
     with report.stage("write_nifti"):
         nifti = write_label_nifti(result.labels, volume.affine, cfg.output_dir / f"{stem}_labels.nii.gz")
     report.add_output(nifti)
@@ -170,29 +99,14 @@ def write_results(volume: Volume, result: SegmentationResult, models: ModelPair,
         return entry
     with report.stage("write_seg"):
         sources, source_labels = volume.in_source_order(result.labels)
-        seg, present = build_seg(sources, source_labels, models.describe(), cfg.seg)
+        seg, present = build_seg(sources, source_labels, models.describe(), cfg.seg, numbering)
         path = write_seg(seg, cfg.output_dir / f"{stem}_seg.dcm")
     report.add_output(path)
     entry["seg"] = {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID),
                     "series_number": int(seg.SeriesNumber), "segments": len(present),
                     "segmentation_type": cfg.seg.segmentation_type, "transfer_syntax": str(seg.file_meta.TransferSyntaxUID)}
     entry["outputs"] = {"seg": path.name, "label_map": nifti.name}
-    expected_missing = _missing_between(present)
-    if expected_missing:
-        report.warn(f"series {volume.series.series_number}: levels missing inside the labelled range: "
-                    + ", ".join(expected_missing))
     return entry
-
-
-def _missing_between(present: list[int]) -> list[str]:
-    """Vertebra names absent between the highest and lowest vertebra found (a labelling gap)."""
-    from .codes_table import STRUCTURES
-    order = [v for v in STRUCTURES if 11 <= v <= 45]
-    found = [v for v in order if v in present]
-    if len(found) < 2:
-        return []
-    lo, hi = order.index(found[0]), order.index(found[-1])
-    return [STRUCTURES[v]["name"] for v in order[lo:hi + 1] if v not in present]
 
 
 def seg_files(report: RunReport) -> list[Path]:

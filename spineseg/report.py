@@ -5,7 +5,9 @@ Holds identifiers (study/series UIDs) but never patient names or IDs.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ class RunReport:
     delivery: dict = field(default_factory=lambda: {"configured": False, "destinations": [],
                                                     "note": "no destination configured; nothing was sent"})
     error: dict | None = None
+    output_folder: dict = field(default_factory=dict)
+    name: str = REPORT_NAME                  # another name when the folder belongs to another run
 
     @contextmanager
     def stage(self, name: str):
@@ -76,7 +80,8 @@ class RunReport:
             "wall_seconds": round(time.time() - self.started, 2),
             "input": self.input, "series_seen": self.series_seen, "processed": self.processed,
             "models": self.models, "timings_seconds": self.timings, "warnings": self.warnings,
-            "outputs": self.outputs, "delivery": self.delivery, "error": self.error,
+            "outputs": self.outputs, "delivery": self.delivery, "output_folder": self.output_folder,
+            "error": self.error,
         }
 
     def finish(self, error: BaseException | None = None) -> int:
@@ -92,5 +97,11 @@ class RunReport:
                 self.error = {"code": "INTERNAL_ERROR", "category": "InternalError",
                               "message": f"{type(error).__name__}: {error}. This is a bug or an environment "
                                          "problem; the log has the traceback."}
-        write_json_atomic(self.output_dir / REPORT_NAME, self.as_dict(status, code))
+        try:
+            write_json_atomic(self.output_dir / self.name, self.as_dict(status, code))
+        except SpineSegError as exc:         # the folder cannot take it: say so on stderr, fail the run
+            self.error = exc.as_dict() if error is None else self.error
+            code = code or exc.exit_code
+            log.error("%s: %s; the report follows on stderr", exc.code, exc.message)
+            print(json.dumps(self.as_dict("failed", code), default=str), file=sys.stderr)
         return code

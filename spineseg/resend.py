@@ -3,8 +3,12 @@
     python -m spineseg.resend OUTPUT_FOLDER
 
 Destinations and retry policy come from app.yaml and the SPINESEG_* variables, as for the app.
+Only what the report recorded is sent: each SEG must be a plain file name in the output folder (no
+path, no link), a regular file, a DICOM SEG whose SOP Instance UID and Series Instance UID are the
+ones ``report.json`` holds; anything else (a path out of the folder, a swapped file) sends nothing.
 Updates ``report.json``'s ``delivery`` section (atomically); exit 0 when every destination took
-every SEG, 5 when one did not, 3 when the folder holds no usable report.
+every SEG, 5 when one did not, 3 when the folder holds no usable report or SEG, 4 on bad settings
+or a folder another run holds.
 """
 from __future__ import annotations
 
@@ -12,14 +16,59 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import stat
 import sys
 from pathlib import Path
 
+from . import logsafe
 from .atomic import write_json_atomic
-from .delivery import deliver_all, destinations_from_settings, policy_from_settings
-from .errors import EXIT_BAD_INPUT, EXIT_DELIVERY, EXIT_OK
-from .pipeline import load_settings
+from .delivery import SEG_STORAGE, deliver_all
+from .errors import EXIT_BAD_INPUT, EXIT_DELIVERY, EXIT_OK, InputError, SpineSegError
+from .output_folder import lock_output
 from .report import REPORT_NAME
+from .settings import destinations_from_settings, load_settings, policy_from_settings
+
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+
+
+def recorded_segs(folder: Path, report: dict) -> list[Path]:
+    """The SEG files the report names, each checked against what the report recorded of it."""
+    entries = [e for e in report.get("processed", []) if isinstance(e, dict) and "seg" in (e.get("outputs") or {})]
+    if not entries:
+        raise InputError("NO_SEG", "the report lists no SEG; nothing to send")
+    return [_checked(folder, e) for e in entries]
+
+
+def _checked(folder: Path, entry: dict) -> Path:
+    import pydicom
+    name = entry["outputs"]["seg"]
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\0" in name or name != Path(name).name:
+        raise InputError("SEG_MISMATCH", f"the report names {name!r} as a SEG: only a file name inside the output "
+                         "folder is accepted", path=str(name))
+    path = folder / name
+    try:
+        st = os.lstat(path)
+    except OSError:
+        raise InputError("NO_SEG", f"{name} (named by the report) is missing from {folder}", path=str(path)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("SEG_MISMATCH", f"{name} is not a regular file (a link, FIFO or device); not sent",
+                         path=str(path))
+    recorded = entry.get("seg") or {}
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        found = (str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
+    except Exception as exc:
+        raise InputError("SEG_MISMATCH", f"{name} is not a readable DICOM file ({type(exc).__name__}); not sent",
+                         path=str(path)) from exc
+    expected = (SEG_STORAGE, recorded.get("sop_instance_uid"), recorded.get("series_instance_uid"))
+    if found != expected:
+        raise InputError("SEG_MISMATCH", f"{name} is not the SEG this run wrote (SOP class, SOP Instance UID or "
+                         "Series Instance UID differ from report.json); it was replaced or damaged. Re-run the app.",
+                         path=str(path))
+    return path
 
 
 def main(argv=None) -> int:
@@ -27,25 +76,34 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("output", type=Path)
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    logsafe.configure(logging.INFO)
     report_path = a.output / REPORT_NAME
     try:
+        if not report_path.is_file() or report_path.stat().st_size > MAX_REPORT_BYTES:
+            raise OSError("not a regular file of sane size")
         report = json.loads(report_path.read_text())
+        if not isinstance(report, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         print(f"error: NO_REPORT: cannot read {report_path} ({exc}); pass a spine-seg output folder", file=sys.stderr)
         return EXIT_BAD_INPUT
-    files = [a.output / e["outputs"]["seg"] for e in report.get("processed", []) if "seg" in e.get("outputs", {})]
-    missing = [f for f in files if not f.is_file()]
-    if not files or missing:
-        print(f"error: NO_SEG: {'missing ' + str(missing[0]) if missing else 'the report lists no SEG'}",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
+    try:
+        with lock_output(a.output):
+            return _resend(a.output, report_path, report)
+    except SpineSegError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _resend(folder: Path, report_path: Path, report: dict) -> int:
+    files = recorded_segs(folder, report)
     settings = load_settings()                # the same settings file as the app
-    delivery = deliver_all(files, destinations_from_settings(settings), policy_from_settings(settings))
+    destinations, policy = destinations_from_settings(settings), policy_from_settings(settings)
+    delivery = deliver_all(files, destinations, policy)
     delivery["resent"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     report["delivery"] = delivery
     ok = delivery.get("configured") and all(d["status"] == "delivered" for d in delivery["destinations"])
-    if report.get("error", {}) and report["error"].get("code") == "DELIVERY_FAILED" and ok:
+    if (report.get("error") or {}).get("code") == "DELIVERY_FAILED" and ok:
         report.update({"status": "succeeded", "exit_code": EXIT_OK, "error": None})
     write_json_atomic(report_path, report)
     if not delivery.get("configured"):

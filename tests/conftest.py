@@ -159,3 +159,20 @@ def phantom_seg(phantom_study, tmp_path_factory):
     _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
     seg, _ = build_seg(vol.datasets, labels, fake_model_description())
     return write_seg(seg, tmp_path_factory.mktemp("phantom_seg") / "seg.dcm")
+
+
+@pytest.fixture(scope="session")
+def small_seg(tmp_path_factory):
+    """A SEG over a 6-slice phantom series (a cord label in the middle), written to disk: a quick
+    object to deliver, re-send or swap."""
+    import numpy as np
+    from helpers import fake_model_description, write_small_series
+    from spineseg.dicom_input import load_volume, scan_dicom
+    from spineseg.seg_writer import build_seg, write_seg
+    root = tmp_path_factory.mktemp("small_seg")
+    write_small_series(root, 5401)
+    vol = load_volume(scan_dicom(root / "dicom").series[0])
+    labels = np.zeros(vol.array.shape, np.uint8)
+    labels[:, 10:20, 10:20] = 1
+    seg, _ = build_seg(vol.datasets, labels, fake_model_description())
+    return write_seg(seg, root / "seg.dcm")

@@ -103,3 +103,12 @@ def write_ct_copy(src_files, dst, count: int = 6):
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         ds.save_as(dst / f.name)
     return dst
+
+
+def write_small_series(root, seed: int = 5400):
+    """A tiny 6-slice sagittal lumbar phantom series (12 mm slices, 4 mm pixels): fast to copy and mutate."""
+    import phantom as P
+    ph = P.make_phantom(seed, "lumbar")
+    geom = P.series_geometry(ph, "sagittal", 12.0, 4.0)
+    image, _ = P.render(ph, geom.affine, geom.shape)
+    return P.write_dicom_series(image, geom, root / "dicom", seed)

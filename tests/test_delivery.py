@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from conftest import ROOT, OrthancServer, free_port, require_orthanc
-from spineseg.delivery import (CStoreDestination, RetryPolicy, StowDestination, deliver,
-                               destinations_from_settings)
+from spineseg.delivery import CStoreDestination, RetryPolicy, StowDestination, deliver
+from spineseg.settings import destinations_from_settings
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,8 @@ from spineseg.selection import select_series
 @pytest.fixture(scope="module")
 def small_series(tmp_path_factory):
     """A tiny 6-slice sagittal phantom series (fast to copy and mutate)."""
-    root = tmp_path_factory.mktemp("small")
-    ph = P.make_phantom(5400, "lumbar")
-    geom = P.series_geometry(ph, "sagittal", 12.0, 4.0)
-    image, _ = P.render(ph, geom.affine, geom.shape)
-    files = P.write_dicom_series(image, geom, root / "dicom", 5400)
-    return files
+    from helpers import write_small_series
+    return write_small_series(tmp_path_factory.mktemp("small"))
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda u: u.name)

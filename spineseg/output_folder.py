@@ -1,0 +1,118 @@
+"""Ownership of the output folder for one run: a lock, a clean start, and a report on interruption.
+
+Two runs writing one folder would mix one run's report with the other's SEG, and a run that dies
+leaves the previous run's "succeeded" report beside its own partial results. So a run (or a
+re-send) first takes an exclusive ``flock`` on ``.spineseg.lock`` (a second run fails at once with
+OUTPUT_BUSY and writes its report under another name), then moves the previous run's results into
+``.previous-run/`` and deletes leftover ``.partial`` files, and writes a "running" report, so
+that nothing stale can pass for this run's result. SIGTERM/SIGINT raise :class:`Interrupted`, so
+the run still ends with a report (INTERRUPTED).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputError, SpineSegError, output_error
+
+LOCK_NAME = ".spineseg.lock"
+PREVIOUS = ".previous-run"
+RESULTS = ("report.json", "report.refused-*.json", "series*_seg.dcm", "series*_labels.nii.gz")
+
+
+class Interrupted(SpineSegError):
+    """The run was stopped by a signal before it finished (exit 4)."""
+
+
+@contextmanager
+def lock_output(folder: Path):
+    """Hold the folder's lock for the ``with`` block; OUTPUT_BUSY when another process holds it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise output_error(folder, exc) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise OutputError("OUTPUT_BUSY", f"Another spine-seg run (process {holder}) is using the output folder "
+                              f"{folder}; wait for it to end or give this run its own folder.",
+                              path=str(folder)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)                  # closing releases the lock
+
+
+def clear_previous(folder: Path) -> dict:
+    """Move the previous run's results aside (replacing the run before it) and delete partial files;
+    check that the folder takes a new file. Returns what was done, for the report."""
+    folder = Path(folder)
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe.", suffix=".partial")
+        probe.close()
+        partial = [p for p in folder.glob(".*.partial") if p.is_file() and not p.is_symlink()]
+        for p in partial:
+            p.unlink()
+        old = sorted({p for pattern in RESULTS for p in folder.glob(pattern) if p.is_file() or p.is_symlink()})
+        if old:
+            aside = folder / PREVIOUS
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside)
+            elif aside.exists() or aside.is_symlink():
+                aside.unlink()
+            aside.mkdir()
+            for p in old:
+                os.replace(p, aside / p.name)
+    except OSError as exc:
+        raise output_error(folder, exc) from exc
+    return {"previous_results_moved_to": PREVIOUS if old else None, "previous_results": [p.name for p in old],
+            "partial_files_removed": len(partial)}
+
+
+def write_running(folder: Path, started: str) -> None:
+    """A report that says the run is in progress: if the process is killed outright, this is what
+    remains, never the previous run's result."""
+    from .atomic import write_json_atomic
+    from .report import REPORT_NAME
+    write_json_atomic(Path(folder) / REPORT_NAME, {"status": "running", "exit_code": None, "pid": os.getpid(),
+                                                   "started": started, "error": None})
+
+
+class SignalGuard:
+    """While active, SIGTERM and SIGINT raise :class:`Interrupted` in the main thread; ``signal``
+    keeps the signal number even when a framework swallowed the exception."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict = {}
+
+    def error(self) -> Interrupted:
+        name = signal.Signals(self.signal).name if self.signal else "a signal"
+        return Interrupted("INTERRUPTED", f"The run was stopped by {name} before it finished; its results are "
+                           "incomplete. Run it again.")
+
+    def _handler(self, signum, frame):
+        first = self.signal is None
+        self.signal = signum
+        if first:
+            raise self.error()
+
+    def __enter__(self) -> "SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)

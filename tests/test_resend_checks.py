@@ -1,0 +1,85 @@
+"""`spineseg.resend` sends only the SEGs the report recorded: a plain file of the output folder whose
+SOP class and UIDs are those in report.json; anything else sends nothing."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pydicom
+import pytest
+
+from conftest import ROOT
+from fake_pacs import FakeStow
+
+
+def make_output(out, seg, name="series-001_seg.dcm"):
+    """An output folder as a run that could not deliver leaves it."""
+    out.mkdir()
+    shutil.copy(seg, out / "series-001_seg.dcm")
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    report = {"status": "failed", "exit_code": 5, "error": {"code": "DELIVERY_FAILED"},
+              "processed": [{"outputs": {"seg": name}, "seg": {"sop_instance_uid": str(ds.SOPInstanceUID),
+                                                              "series_instance_uid": str(ds.SeriesInstanceUID)}}]}
+    (out / "report.json").write_text(json.dumps(report))
+    return report
+
+
+def resend(out, url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
+    env["SPINESEG_STOW_URL"] = url
+    return subprocess.run([sys.executable, "-m", "spineseg.resend", str(out)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=ROOT)
+
+
+def test_resend_sends_the_recorded_seg(tmp_path, small_seg):
+    make_output(tmp_path / "out", small_seg)
+    uid = str(pydicom.dcmread(small_seg, stop_before_pixels=True).SOPInstanceUID)
+    with FakeStow("ok", uid) as pacs:
+        proc = resend(tmp_path / "out", pacs.url)
+        sent = len(pacs.requests)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sent == 1 and json.loads((tmp_path / "out" / "report.json").read_text())["status"] == "succeeded"
+
+
+def _absolute(out, seg, tmp):
+    shutil.copy(seg, tmp / "elsewhere_seg.dcm")
+    return str(tmp / "elsewhere_seg.dcm")
+
+
+def _dotdot(out, seg, tmp):
+    shutil.copy(seg, tmp / "elsewhere_seg.dcm")
+    return "../elsewhere_seg.dcm"
+
+
+def _symlink(out, seg, tmp):
+    (out / "series-001_seg.dcm").unlink()
+    os.symlink(seg, out / "series-001_seg.dcm")
+    return "series-001_seg.dcm"
+
+
+def _swapped_image(out, seg, tmp):
+    mr = sorted((seg.parent / "dicom").glob("*.dcm"))[0]       # another object of the same patient
+    shutil.copy(mr, out / "series-001_seg.dcm")
+    return "series-001_seg.dcm"
+
+
+def _swapped_uid(out, seg, tmp):
+    ds = pydicom.dcmread(out / "series-001_seg.dcm")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(out / "series-001_seg.dcm")
+    return "series-001_seg.dcm"
+
+
+@pytest.mark.parametrize("tamper", [_absolute, _dotdot, _symlink, _swapped_image, _swapped_uid],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_resend_sends_nothing_that_the_report_did_not_record(tmp_path, small_seg, tamper):
+    out = tmp_path / "out"
+    report = make_output(out, small_seg)
+    report["processed"][0]["outputs"]["seg"] = tamper(out, small_seg, tmp_path)
+    (out / "report.json").write_text(json.dumps(report))
+    with FakeStow("ok", report["processed"][0]["seg"]["sop_instance_uid"]) as pacs:
+        proc = resend(out, pacs.url)
+        sent = len(pacs.requests)
+    assert sent == 0, "a file the report did not record was sent"
+    assert proc.returncode == 3 and "SEG_MISMATCH" in proc.stderr, proc.stderr[-2000:]
