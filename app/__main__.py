@@ -1,10 +1,29 @@
 """Entry point of ``python app ...`` (the MONAI Deploy app folder convention)."""
+import os
+import resource
 import sys
 from pathlib import Path
 
+# Holoscan asks for a stack of at least 32 MiB (below that it warns that its threads may crash). glibc sizes
+# the stacks of new threads from RLIMIT_STACK as the process starts, so setting the limit later is not
+# enough: raise the soft limit (where the hard limit allows) and start this same command once more.
+HOLOSCAN_STACK = 32 * 1024 * 1024
+
+
+def _raise_stack_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft == resource.RLIM_INFINITY or soft >= HOLOSCAN_STACK:
+        return
+    if hard != resource.RLIM_INFINITY and hard < HOLOSCAN_STACK:
+        return          # Holoscan's own warning then says how to raise it (`ulimit -s`, `--ulimit stack=`)
+    resource.setrlimit(resource.RLIMIT_STACK, (HOLOSCAN_STACK, hard))
+    if resource.getrlimit(resource.RLIMIT_STACK)[0] >= HOLOSCAN_STACK:   # so the new process returns above
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.app import main  # noqa: E402
-
 if __name__ == "__main__":
+    _raise_stack_limit()
+    from app.app import main
     sys.exit(main())

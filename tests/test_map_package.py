@@ -44,14 +44,24 @@ def test_build_context_is_complete(contexts, variant):
     requirements = (ctx / "pip" / "requirements.txt").read_text().splitlines()
     assert "nnunetv2==2.8.1" in requirements and "totalspineseg==20260807" in requirements
     assert not [r for r in requirements if r.split("==")[0] in ("pytest", "hypothesis", "dcmqi")]
+    assert "torch==2.13.0" in requirements and not [r for r in requirements if r.startswith("-")]
     dockerfile = (ctx / "Dockerfile").read_text()
-    assert "pip install --no-cache-dir --user -r /tmp/requirements.txt" in dockerfile
-    assert "COPY ./models  /opt/holoscan/models" in dockerfile
+    sdk_dockerfile = dockerfile if variant == "gpu" else (ctx / "Dockerfile.holoscan-cli").read_text()
+    assert "pip install --no-cache-dir --user -r /tmp/requirements.txt" in sdk_dockerfile
     if variant == "gpu":
         assert "FROM nvcr.io/nvidia/cuda:13.0.0-runtime-ubuntu24.04 AS base" in dockerfile
-        assert "torch==2.13.0" in requirements
+        assert "COPY ./models  /opt/holoscan/models" in dockerfile
     else:
-        assert "FROM ubuntu:24.04 AS base" in dockerfile
-        assert "torch==2.13.0+cpu" in requirements and requirements[0].startswith("--extra-index-url")
+        # buildable offline on the Debian base: no keyring download, no package index, pinned wheels only
+        assert "FROM ${BASE_IMAGE} AS release" in dockerfile and "\n@SDK@\n" not in dockerfile
+        assert not [w for w in ("curl", "apt-get", "http", "nvidia.com", "pip install --upgrade") if w in dockerfile]
+        assert "pip install --no-index --find-links /tmp/wheelhouse" in dockerfile
+        assert "COPY ./models /opt/holoscan/models" in dockerfile
+        assert (ctx / "entrypoint.sh").read_bytes() == (ROOT / "deploy" / "map" / "entrypoint.sh").read_bytes()
+        assert (ctx / "wheelhouse").is_dir()
+        # the packager's labels and HOLOSCAN_* variables, unchanged
+        for line in sdk_dockerfile.splitlines():
+            if line.startswith("ENV HOLOSCAN_") or (line.startswith("LABEL ") and not line.startswith("LABEL base=")):
+                assert line in dockerfile.splitlines(), line
     build = json.loads((ctx / "buildx-args.json").read_text())
     assert build["platforms"] == ["linux/amd64"] and build["tags"]

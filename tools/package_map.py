@@ -13,8 +13,12 @@ with the ``monai-deploy`` command, pins ``packaging<26`` while totalspineseg's n
    ``OUT/<variant>`` and the ``docker buildx build`` call is recorded in ``OUT/<variant>/buildx-args.json``
    instead of run. With ``--build`` on a machine with Docker, the unmodified packager builds the image.
 
-Variants: ``gpu`` (CUDA runtime base image, CUDA torch) and ``cpu`` (plain Ubuntu 24.04 base image,
-CPU torch from the PyTorch CPU index).
+Variants: ``gpu`` (CUDA runtime base image, CUDA torch; built by the unmodified packager, which needs
+buildx and the internet) and ``cpu``, whose context gets ``deploy/map/Dockerfile.cpu`` in place of the
+packager's Dockerfile (kept as ``Dockerfile.holoscan-cli``): a Debian bookworm base made by
+``tools/base_image.sh`` and the pinned wheels (CPU torch included) from ``wheelhouse/`` in the context, so it
+builds with ``docker build --network none``. ``tools/build_image.py`` (``make image``, or ``--build`` here)
+fills the wheelhouse and builds it.
 """
 from __future__ import annotations
 
@@ -32,12 +36,16 @@ ARTIFACTS = ROOT / "deploy" / "map" / "artifacts.json"
 SDK_VERSION = "4.0.0"
 VERSION = "0.1.0"
 TEST_ONLY_MARK = "# --- test and benchmark tools"
-CPU_BASE_IMAGE = "ubuntu:24.04"
+CPU_BASE_IMAGE = "spine-seg-base:bookworm"          # tools/base_image.sh; build_image.py tags it with a key
+CPU_DOCKERFILE = ROOT / "deploy" / "map" / "Dockerfile.cpu"
+CPU_ENTRYPOINT = ROOT / "deploy" / "map" / "entrypoint.sh"
 IMAGE_NAMES = {"gpu": "spine-seg", "cpu": "spine-seg-cpu"}   # the packager appends -x64-workstation-dgpu-linux-amd64
 
 
-def runtime_requirements(variant: str) -> str:
-    """requirements.txt for the image: runtime pins plus the constraints' pins, no test tools."""
+def runtime_requirements() -> str:
+    """requirements.txt for the image: runtime pins plus the constraints' pins, no test tools. The pins
+    are the same in both variants: the GPU image gets the CUDA build of torch 2.13.0 from PyPI, the CPU
+    image the CPU build that the wheelhouse holds (tools/build_image.py)."""
     lines = []
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         if line.startswith(TEST_ONLY_MARK):
@@ -49,19 +57,16 @@ def runtime_requirements(variant: str) -> str:
         pin = line.strip()
         if pin and not pin.startswith("#") and pin.split("==")[0].lower() not in names:
             lines.append(pin)
-    if variant == "cpu":   # the CPU wheels of torch/torchvision live on PyTorch's own index
-        lines = [f"{ln}+cpu" if ln.split("==")[0] in ("torch", "torchvision") else ln for ln in lines]
-        lines.insert(0, "--extra-index-url https://download.pytorch.org/whl/cpu")
     return "\n".join(lines) + "\n"
 
 
-def stage(dest: Path, variant: str) -> Path:
+def stage(dest: Path) -> Path:
     """Lay the project out for the packager under ``dest``."""
     if dest.exists():
         shutil.rmtree(dest)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "app", dest / "app", ignore=ignore)
-    (dest / "app" / "requirements.txt").write_text(runtime_requirements(variant))
+    (dest / "app" / "requirements.txt").write_text(runtime_requirements())
     for package in ("spineseg", "operators"):
         shutil.copytree(ROOT / package, dest / "lib" / package, ignore=ignore)
     shutil.copy(ROOT / "app.yaml", dest / "lib" / "app.yaml")
@@ -124,6 +129,23 @@ def generate_context(args: list[str], context_dir: Path) -> Path:
     return context_dir
 
 
+def make_cpu_context(context: Path) -> Path:
+    """Turn the packager's CPU context into one that builds offline on a Debian base (see module doc)."""
+    sdk = context / "Dockerfile"
+    sdk_lines = [ln for ln in sdk.read_text().splitlines()
+                 if (ln.startswith("LABEL ") and not ln.startswith("LABEL base=")) or ln.startswith("ENV HOLOSCAN_")]
+    template = CPU_DOCKERFILE.read_text()
+    assert template.count("\n@SDK@\n") == 1, "deploy/map/Dockerfile.cpu lost its @SDK@ line"
+    sdk.rename(context / "Dockerfile.holoscan-cli")
+    (context / "Dockerfile").write_text(template.replace("\n@SDK@\n", "\n" + "\n".join(sdk_lines) + "\n"))
+    shutil.copy(CPU_ENTRYPOINT, context / "entrypoint.sh")
+    wheelhouse = context / "wheelhouse"
+    wheelhouse.mkdir(exist_ok=True)
+    (wheelhouse / "README.txt").write_text("The pinned wheels go here: tools/build_image.py (make image) fills this "
+                                           "folder and writes requirements.lock.\n")
+    return context
+
+
 def docker_engine_available() -> bool:
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
@@ -145,16 +167,21 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     for variant in variants:
         with tempfile.TemporaryDirectory(prefix="spineseg-stage-") as tmp:
-            staged = stage(Path(tmp) / "stage", variant)
+            staged = stage(Path(tmp) / "stage")
             output = Path(tmp) / "output"
             output.mkdir()
             args = packager_args(staged, variant, output)
-            if a.build:
+            if a.build and variant == "gpu":
                 subprocess.run([str(Path(sys.executable).parent / "monai-deploy"), *args], check=True)
                 print(f"{variant}: image built (see `docker images`)")
-            else:
-                context = generate_context(args, a.out / variant)
-                print(f"{variant}: MAP build context in {context}")
+                continue
+            context = generate_context(args, a.out / variant)
+            if variant == "cpu":
+                make_cpu_context(context)
+            print(f"{variant}: MAP build context in {context}")
+            if a.build:
+                import build_image
+                build_image.build(context)
     return 0
 
 
