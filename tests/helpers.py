@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 
-VERTEBRAE = list(range(11, 18)) + list(range(21, 33)) + list(range(41, 46)) + [50]
-DISCS = list(range(63, 68)) + list(range(71, 83)) + list(range(91, 96)) + [100]
+VERTEBRAE = list(range(11, 18)) + list(range(21, 33)) + list(range(41, 47)) + [50]      # L6 (46) included
+DISCS = list(range(63, 68)) + list(range(71, 83)) + list(range(91, 97)) + [100]          # L5-L6 (96) included
 GROUPS = {"cord": [1], "canal": [2], "vertebrae": VERTEBRAE, "discs": DISCS}
 
 
@@ -105,10 +105,10 @@ def write_ct_copy(src_files, dst, count: int = 6):
     return dst
 
 
-def write_small_series(root, seed: int = 5400):
+def write_small_series(root, seed: int = 5400, pixel: float = 4.0):
     """A tiny 6-slice sagittal lumbar phantom series (12 mm slices, 4 mm pixels): fast to copy and mutate."""
     import phantom as P
     ph = P.make_phantom(seed, "lumbar")
-    geom = P.series_geometry(ph, "sagittal", 12.0, 4.0)
+    geom = P.series_geometry(ph, "sagittal", 12.0, pixel)
     image, _ = P.render(ph, geom.affine, geom.shape)
     return P.write_dicom_series(image, geom, root / "dicom", seed)

@@ -1,0 +1,72 @@
+"""Level naming on anatomical variants, and whether the app warns when the numbering is wrong.
+
+For each variant phantom (tools/phantom.py VARIANTS: 6 or 4 lumbar vertebrae, 11 thoracic, lumbarised
+S1, sacralised L5, and the usual spine for comparison) in a whole-spine and a lumbar field of view:
+the share of vertebrae and discs named as the generator's truth names them, the numbering's anchors
+and confidence (spineseg.numbering), and its warnings. The property that matters clinically is in the
+last column: a numbering below 95 % correct must never come without a warning.
+
+    python bench/variant_accuracy.py [--json bench/results/variant_accuracy.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests"), str(ROOT / "bench")]
+
+import phantom as P  # noqa: E402
+from phantom_accuracy import level_accuracy  # noqa: E402
+from spineseg.errors import SpineSegError  # noqa: E402
+from spineseg.inference import load_models, segment_volume  # noqa: E402
+
+SEEDS = {"whole": 5203, "lumbar": 5205}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=list(P.VARIANTS))
+    ap.add_argument("--fovs", nargs="+", default=list(SEEDS))
+    ap.add_argument("--slice-thickness", type=float, default=3.0)
+    ap.add_argument("--pixel", type=float, default=1.2)
+    ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    models = load_models(a.models, "cpu")
+    rows = []
+    for variant in a.variants:
+        for fov in a.fovs:
+            ph = P.make_phantom(SEEDS[fov], fov, variant)
+            geom = P.series_geometry(ph, "sagittal", a.slice_thickness, a.pixel)
+            image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(a.slice_thickness))
+            t0 = time.perf_counter()
+            try:
+                result = segment_volume(image, geom.affine, models)
+            except SpineSegError as exc:
+                rows.append({"variant": variant, "fov": fov, "error": exc.code})
+                print(f"{variant:14s} {fov:7s} failed: {exc.code}")
+                continue
+            correct, total = level_accuracy(result.labels, truth)
+            n = result.numbering
+            row = {"variant": variant, "fov": fov, "seed": SEEDS[fov], "levels_correct": correct, "levels": total,
+                   "accuracy": round(correct / total, 4), "anchors": n.anchors, "confidence": n.confidence,
+                   "short": n.short, "warnings": n.warnings, "seconds": round(time.perf_counter() - t0, 1),
+                   "wrong_but_silent": correct / total < 0.95 and not n.warnings}
+            rows.append(row)
+            print(f"{variant:14s} {fov:7s} {correct:2d}/{total:2d} levels  anchors {'+'.join(n.anchors) or '-':14s} "
+                  f"{n.confidence:8s} {n.short!r}  silent-wrong={row['wrong_but_silent']}")
+    silent = [r for r in rows if r.get("wrong_but_silent")]
+    print(f"\n{len(silent)} case(s) numbered wrong without a warning")
+    if a.json:
+        a.json.write_text(json.dumps({"bench": "variant_accuracy", "models": str(a.models),
+                                      "slice_thickness": a.slice_thickness, "pixel": a.pixel, "rows": rows},
+                                     indent=1) + "\n")
+    return 1 if silent else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
