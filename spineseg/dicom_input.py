@@ -14,7 +14,9 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from .codestream import BadCodestream, check_frames
 from .errors import InputError
+from .safe_read import Unreadable, read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +123,11 @@ def scan_dicom(root: Path) -> ScanResult:
     skipped: list[tuple[str, str]] = []
     for path in paths:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_dataset(path, headers_only=True)
             fields = _header_fields(ds, path)
+        except (Unreadable, OSError) as exc:     # a FIFO, a device, a file too large: never read
+            skipped.append((str(path), str(exc) if isinstance(exc, Unreadable) else f"cannot open ({exc.strerror})"))
+            continue
         except Exception as exc:  # pydicom raises many types on damaged files: skip and say why
             skipped.append((str(path), f"not readable as DICOM ({type(exc).__name__})"))
             continue
@@ -340,10 +345,11 @@ def check_stack(series: SeriesInfo, refs: list[SliceRef]) -> tuple[list[int], np
     return order, step_vec, warnings
 
 
-def _read_pixels(path: Path, series: SeriesInfo) -> tuple[Dataset, np.ndarray]:
-    """A file's dataset (pixel data removed) and its decoded frames, or a specific error."""
+def _read_pixels(path: Path, series: SeriesInfo, rows: int, cols: int) -> tuple[Dataset, np.ndarray]:
+    """A file's dataset (pixel data removed) and its decoded frames, or a specific error. What the
+    decoder will allocate is checked first (see :func:`_check_decode_size`)."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path, headers_only=False)
     except Exception as exc:
         raise InputError("CORRUPT_FILE", f"Cannot read {path} ({type(exc).__name__}); the file is damaged.",
                          path=str(path), series_uid=series.series_uid) from exc
@@ -351,6 +357,7 @@ def _read_pixels(path: Path, series: SeriesInfo) -> tuple[Dataset, np.ndarray]:
         raise InputError("NO_PIXEL_DATA", f"{path} has no pixel data (a header-only or presentation object in "
                          "an image series); resend the complete series.", path=str(path),
                          series_uid=series.series_uid)
+    _check_decode_size(ds, path, series, rows, cols)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for corrupt or truncated files
@@ -359,6 +366,28 @@ def _read_pixels(path: Path, series: SeriesInfo) -> tuple[Dataset, np.ndarray]:
                          "unsupported transfer syntax.", path=str(path), series_uid=series.series_uid) from exc
     del ds.PixelData                      # keep the header only; the volume holds the pixels
     return ds, pixels
+
+
+def _check_decode_size(ds: Dataset, path: Path, series: SeriesInfo, rows: int, cols: int) -> None:
+    """Refuse pixel data whose decoding would allocate more than the series' checked grid: the
+    header must still say Rows x Columns, one sample per pixel, at most 64 bits, and each compressed
+    frame's own codestream must declare the same size (decoders allocate from it)."""
+    def corrupt(what: str) -> InputError:
+        return InputError("CORRUPT_PIXEL_DATA", f"{path}: {what}; the file is damaged or not a monochrome MR image.",
+                          path=str(path), series_uid=series.series_uid)
+    try:
+        shape = (int(ds.Rows), int(ds.Columns))
+        spp, bits = int(getattr(ds, "SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise corrupt("Rows, Columns, BitsAllocated or NumberOfFrames is missing or not a number") from exc
+    if shape != (rows, cols) or spp != 1 or bits not in (1, 8, 16, 32, 64) or frames < 1:
+        raise corrupt(f"the pixel header ({shape[0]}x{shape[1]}, {spp} sample(s), {bits} bits) is not the "
+                      f"series' {rows}x{cols} monochrome grid")
+    try:                 # native pixel data is bounded by the file itself; compressed frames are not
+        check_frames(ds, rows, cols, frames)
+    except (BadCodestream, ValueError) as exc:
+        raise corrupt(f"compressed pixel data: {exc}") from exc
 
 
 def _rescale(ref: SliceRef, series: SeriesInfo) -> tuple[float, float]:
@@ -374,27 +403,66 @@ def _rescale(ref: SliceRef, series: SeriesInfo) -> tuple[float, float]:
     return slope, intercept
 
 
+SUBJECT_ATTRIBUTES = (("MIXED_PATIENTS", "patients", ("PatientID", "PatientName", "PatientBirthDate")),
+                      ("MIXED_STUDIES", "studies", ("StudyInstanceUID",)),
+                      ("MIXED_FRAME_OF_REFERENCE", "frames of reference", ("FrameOfReferenceUID",)))
+
+
+def check_one_subject(series: SeriesInfo) -> None:
+    """Refuse a series whose instances belong to several patients, studies or frames of reference
+    (a reused or colliding SeriesInstanceUID): one volume of two patients must never be segmented.
+    The message names the kind of mix and a file, never the patient identifiers."""
+    for code, what, attrs in SUBJECT_ATTRIBUTES:
+        seen: dict[tuple, Path] = {}
+        for ds, path in zip(series.headers, series.files):
+            seen.setdefault(tuple(str(getattr(ds, a, "") or "").strip() for a in attrs), path)
+        if len(seen) > 1:
+            example = list(seen.values())[1]
+            raise InputError(code, f"Series {series.series_number} ({series.description!r}) mixes {len(seen)} "
+                             f"{what} under one SeriesInstanceUID (e.g. {example.name} differs from "
+                             f"{series.files[0].name}); it is not one volume. Check the export and resend each "
+                             "series on its own.", path=str(example), series_uid=series.series_uid)
+
+
+def resampled_shape(shape: tuple[int, int, int], spacing_mm: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Shape of the volume on TotalSpineSeg's 1 mm grid (an upper bound: each extent rounded up)."""
+    return tuple(max(1, int(np.ceil(n * s))) for n, s in zip(shape, spacing_mm))
+
+
+def check_size(series: SeriesInfo, shape: tuple[int, int, int], spacing_mm: tuple[float, float, float],
+               max_voxels: int) -> None:
+    """Refuse a series too large on its own grid or on the 1 mm grid inference resamples it to (a few
+    slices with 12 mm pixels are small as sent and huge at 1 mm), before anything is allocated."""
+    iso = resampled_shape(shape, spacing_mm)
+    for grid, dims in (("", shape), (" once resampled to 1 mm", iso)):
+        if int(np.prod(dims, dtype=np.int64)) > max_voxels:
+            raise InputError("SERIES_TOO_LARGE", f"Series {series.series_number} ({series.description!r}) has "
+                             f"{'x'.join(map(str, dims))} voxels{grid}, above the configured limit of {max_voxels}; "
+                             "raise SPINESEG_MAX_VOXELS (and the memory) or send a smaller series.",
+                             series_uid=series.series_uid)
+
+
 def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
     """Decode the pixels of ``series`` into a float32 volume with its LPS affine.
 
     Classic series (one file per slice) and multi-frame Enhanced MR instances both work.
     """
+    check_one_subject(series)
     refs = slice_refs(series)
     order, step_vec, warnings = check_stack(series, refs)
     first = refs[order[0]].geometry
     rows, cols = int(first.Rows), int(first.Columns)
     n = len(order)
-    if max_voxels is not None and n * rows * cols > max_voxels:
-        raise InputError("SERIES_TOO_LARGE", f"Series {series.series_number} ({series.description!r}) has "
-                         f"{n}x{rows}x{cols} voxels, above the configured limit of {max_voxels}; raise "
-                         "SPINESEG_MAX_VOXELS or send a smaller series.", series_uid=series.series_uid)
+    if max_voxels is not None:
+        dr, dc = (float(v) for v in first.PixelSpacing)
+        check_size(series, (n, rows, cols), (float(np.linalg.norm(step_vec)), dr, dc), max_voxels)
     array = np.empty((n, rows, cols), np.float32)
     decoded: dict[Path, tuple[Dataset, np.ndarray]] = {}
     datasets: list[Dataset] = []
     for k, idx in enumerate(order):
         ref = refs[idx]
         if ref.path not in decoded:
-            decoded[ref.path] = _read_pixels(ref.path, series)
+            decoded[ref.path] = _read_pixels(ref.path, series, rows, cols)
             if ref.frame is None or not datasets:
                 datasets.append(decoded[ref.path][0])
         pixels = decoded[ref.path][1]

@@ -43,6 +43,10 @@ class SegSettings:
         if self.compression not in COMPRESSION:
             raise SpineSegError("BAD_SETTING", f"compression must be one of {sorted(COMPRESSION)}, "
                                 f"not {self.compression!r}")
+        if self.series_number is not None and not (isinstance(self.series_number, int)
+                                                   and 0 <= self.series_number <= 2**31 - 1):
+            raise SpineSegError("BAD_SETTING", f"series_number must be an integer in 0..{2**31 - 1} (DICOM IS), "
+                                f"not {self.series_number!r}")
         if self.segmentation_type == "BINARY" and self.compression == "rle":
             # PS3.3 C.8.20.2: RLE is not allowed for 1-bit BINARY frames
             raise SpineSegError("BAD_SETTING", "compression 'rle' is not allowed for BINARY segmentations; use "
@@ -54,6 +58,27 @@ def derived_uid(*parts: str) -> str:
     same SEG identity, so a repeated delivery replaces rather than duplicates."""
     digest = hashlib.sha256("|".join(parts).encode()).hexdigest()
     return "2.25." + str(int(digest[:32], 16))
+
+
+def identity_key(source_datasets: list[Dataset], model_description: dict, settings: SegSettings) -> tuple:
+    """What a SEG's identity derives from: the exact set of source instances (a series missing some
+    slices is different content, so it must not share the UIDs of the full series), the weights, the
+    app version and every setting that changes the object."""
+    sources = sorted(f"{ds.SOPInstanceUID}:{int(getattr(ds, 'NumberOfFrames', 1) or 1)}" for ds in source_datasets)
+    weights_id = model_description["step1"]["sha256"] + model_description["step2"]["sha256"]
+    return (str(source_datasets[0].SeriesInstanceUID), hashlib.sha256("|".join(sources).encode()).hexdigest(),
+            weights_id, __version__, repr(sorted(vars(settings).items())))
+
+
+def seg_series_number(source: Dataset, settings: SegSettings) -> int:
+    """The configured SeriesNumber, else 1000 + the source's, kept inside the IS range (0..2^31-1)."""
+    if settings.series_number is not None:
+        return settings.series_number
+    try:
+        number = int(float(getattr(source, "SeriesNumber", 0) or 0))
+    except (TypeError, ValueError, OverflowError):
+        number = 0
+    return min(max(1000 + number, 0), 2**31 - 1)
 
 
 def segment_descriptions(label_values: list[int], algorithm, tracking_key: str) -> list:
@@ -140,10 +165,8 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     description = compose_long_string([*(["PHANTOM MODEL NOT FOR CLINICAL USE"] if phantom else []),
                                        *([numbering.short] if numbering is not None else []),
                                        settings.series_description])
-    source_number = int(getattr(src, "SeriesNumber", 0) or 0)
-    series_number = settings.series_number if settings.series_number is not None else 1000 + source_number
-    weights_id = model_description["step1"]["sha256"] + model_description["step2"]["sha256"]
-    key = (str(src.SeriesInstanceUID), weights_id, __version__, settings.segmentation_type, settings.compression)
+    series_number = seg_series_number(src, settings)
+    key = identity_key(source_datasets, model_description, settings)
     transfer_syntax = COMPRESSION[settings.compression]
     seg = hd.seg.Segmentation(
         source_images=source_datasets,
@@ -153,7 +176,7 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
                                                   str(src.SeriesInstanceUID)),
         series_instance_uid=derived_uid("series", *key),
         series_number=series_number,
-        sop_instance_uid=derived_uid("instance", *key),
+        sop_instance_uid=derived_uid("instance", *key, hashlib.sha256(np.ascontiguousarray(labels)).hexdigest()),
         instance_number=1,
         manufacturer=APP_NAME,
         manufacturer_model_name=f"{APP_NAME} TotalSpineSeg",
