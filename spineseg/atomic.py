@@ -47,3 +47,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 def write_json_atomic(path: Path, obj) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
     return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_dicom_atomic(ds, path: Path) -> Path:
+    """A pydicom dataset as a DICOM file (PS3.10 preamble and file meta), written atomically."""
+    return write_atomic(path, lambda p: ds.save_as(p, enforce_file_format=True))

@@ -67,6 +67,7 @@ class Numbering:
     edge_inferior: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)            # a few words per warning, for LO attributes
+    notes: list[str] = field(default_factory=list)           # limits of this field of view (not warnings)
     confidence: str = "moderate"
 
     def flag(self, tag: str, warning: str) -> None:
@@ -104,7 +105,8 @@ class Numbering:
                 "labelled_range": list(self.labelled_range) if self.labelled_range else None,
                 "missing_inside_range": self.missing,
                 "at_field_of_view_edge": {"superior": self.edge_superior, "inferior": self.edge_inferior},
-                "landmarks": [lm.as_dict() for lm in self.landmarks], "warnings": self.warnings}
+                "landmarks": [lm.as_dict() for lm in self.landmarks], "warnings": self.warnings,
+                "notes": self.notes}
 
 
 def _min_component_size() -> int:
@@ -228,6 +230,10 @@ def _judge(n: Numbering, values: set[int]) -> None:
                f"{confirm}")
     if not n.anchors:
         n.flag("no anchor", "no landmark anchored the numbering; level names are not reliable")
+    thoracic = [v for v in range(21, 33) if v in values]
+    if n.anchors == ["L5-S1"] and thoracic:
+        n.notes.append(f"{level_name(thoracic[0])} to {level_name(thoracic[-1])} are named by counting up from "
+                       "L5-S1 assuming 12 thoracic vertebrae; this field of view cannot show the thoracic count")
     if n.warnings:
         n.confidence = "low"
     elif len(n.anchors) >= 2:

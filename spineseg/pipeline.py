@@ -7,13 +7,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from . import APP_NAME, __version__
+from .atomic import write_dicom_atomic, write_json_atomic
 from .delivery import deliver_all
 from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, scan_dicom
 from .errors import DeliveryError
 from .inference import ModelPair, SegmentationResult, load_models, segment_volume
+from .measurements import measure_levels, measurements_table
 from .report import RunReport, structures_found
-from .seg_writer import build_seg, write_label_nifti, write_seg
+from .review_image import render_review, write_png
+from .sc_writer import build_review_sc
+from .seg_writer import build_seg, encoding_record, write_label_nifti, write_seg
 from .selection import select_series
+from .sr_writer import build_measurement_sr
 from .settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
 
 log = logging.getLogger("spineseg")
@@ -103,14 +109,70 @@ def write_results(volume: Volume, result: SegmentationResult, models: ModelPair,
         path = write_seg(seg, cfg.output_dir / f"{stem}_seg.dcm")
     report.add_output(path)
     entry["seg"] = {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID),
+                    "sop_class_uid": str(seg.SOPClassUID),
                     "series_number": int(seg.SeriesNumber), "segments": len(present),
-                    "segmentation_type": cfg.seg.segmentation_type, "transfer_syntax": str(seg.file_meta.TransferSyntaxUID)}
+                    **encoding_record(cfg.seg, seg), "transfer_syntax": str(seg.file_meta.TransferSyntaxUID)}
     entry["outputs"] = {"seg": path.name, "label_map": nifti.name}
+    entry["dicom_outputs"] = [dicom_record("seg", seg, path)]
+    write_reading_aids(volume, result, seg, models, cfg, report, stem, entry, sources, source_labels)
     return entry
 
 
+def dicom_record(kind: str, ds, path: Path) -> dict:
+    """What resend later checks a file against: its kind, name and identity."""
+    return {"kind": kind, "file": path.name, "sop_class_uid": str(ds.SOPClassUID),
+            "sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID)}
+
+
+def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: ModelPair, cfg: AppConfig,
+                       report: RunReport, stem: str, entry: dict, sources: list, source_labels) -> None:
+    """Beside the SEG: per-level measurements (JSON and DICOM SR TID 1500) and the review picture (PNG and
+    DICOM Secondary Capture), each optional (``spineseg.outputs``); all written atomically and listed."""
+    phantom = models.kind == "phantom"
+    if cfg.outputs.measurements:
+        with report.stage("measure"):
+            levels = measure_levels(result.labels, volume.affine)
+            table = measurements_table(levels)
+            json_path = write_json_atomic(cfg.output_dir / f"{stem}_measurements.json",
+                                          {"series_instance_uid": volume.series.series_uid,
+                                           "phantom_model": phantom, "definitions": "README.md#measurements",
+                                           "levels": table})
+        with report.stage("write_sr"):
+            sr = build_measurement_sr(seg, sources, levels, phantom)
+            sr_path = write_dicom_atomic(sr, cfg.output_dir / f"{stem}_measurements_sr.dcm")
+        entry["measurements"] = table
+        entry["outputs"].update({"measurements_json": json_path.name, "measurements_sr": sr_path.name})
+        entry["dicom_outputs"].append(dicom_record("sr", sr, sr_path))
+        report.add_output(json_path)
+        report.add_output(sr_path)
+    if cfg.outputs.review_image:
+        with report.stage("review_image"):
+            footer = [result.numbering.content if result.numbering else "",
+                      f"{APP_NAME} {__version__} - TotalSpineSeg {entry_release(models)} - derived image, "
+                      "not for primary diagnosis"]
+            rgb, plane = render_review(volume.array, result.labels, volume.affine, phantom=phantom, footer=footer)
+            png = write_png(rgb, cfg.output_dir / f"{stem}_review.png")
+            sc = build_review_sc(sources, rgb, plane, str(seg.SOPInstanceUID), phantom)
+            sc_path = write_dicom_atomic(sc, cfg.output_dir / f"{stem}_review_sc.dcm")
+        entry["outputs"].update({"review_png": png.name, "review_sc": sc_path.name})
+        entry["dicom_outputs"].append(dicom_record("sc", sc, sc_path))
+        report.add_output(png)
+        report.add_output(sc_path)
+
+
+def entry_release(models: ModelPair) -> str:
+    d = models.describe()
+    return d["step1"]["release"] if d["step1"]["release"] == d["step2"]["release"] else \
+        f"{d['step1']['release']}+{d['step2']['release']}"
+
+
 def seg_files(report: RunReport) -> list[Path]:
-    return [report.output_dir / e["outputs"]["seg"] for e in report.processed if "seg" in e.get("outputs", {})]
+    """Every DICOM object of the run, to deliver: per series its SEG, then its SR and review picture."""
+    files = []
+    for e in report.processed:
+        records = e.get("dicom_outputs") or ([{"file": e["outputs"]["seg"]}] if "seg" in e.get("outputs", {}) else [])
+        files += [report.output_dir / r["file"] for r in records]
+    return files
 
 
 def deliver_results(cfg: AppConfig, report: RunReport) -> None:

@@ -1,11 +1,13 @@
-"""Re-send an output folder's SEG files to the configured destinations, without re-running inference.
+"""Re-send an output folder's DICOM results (SEG, measurement SR, review picture) to the configured
+destinations, without re-running inference.
 
     python -m spineseg.resend OUTPUT_FOLDER
 
 Destinations and retry policy come from app.yaml and the SPINESEG_* variables, as for the app.
-Only what the report recorded is sent: each SEG must be a plain file name in the output folder (no
-path, no link), a regular file, a DICOM SEG whose SOP Instance UID and Series Instance UID are the
-ones ``report.json`` holds; anything else (a path out of the folder, a swapped file) sends nothing.
+Only what the report recorded is sent: each file must be a plain file name in the output folder (no
+path, no link), a regular file, a DICOM object whose SOP Class, SOP Instance UID and Series Instance
+UID are the ones ``report.json`` holds; anything else (a path out of the folder, a swapped file)
+sends nothing.
 Updates ``report.json``'s ``delivery`` section (atomically); exit 0 when every destination took
 every SEG, 5 when one did not, 3 when the folder holds no usable report or SEG, 4 on bad settings
 or a folder another run holds.
@@ -32,21 +34,32 @@ from .settings import destinations_from_settings, load_settings, policy_from_set
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 
 
-def recorded_segs(folder: Path, report: dict) -> list[Path]:
-    """The SEG files the report names, each checked against what the report recorded of it."""
-    entries = [e for e in report.get("processed", []) if isinstance(e, dict) and "seg" in (e.get("outputs") or {})]
-    if not entries:
+def recorded_objects(folder: Path, report: dict) -> list[Path]:
+    """The DICOM files the report names (per series its SEG, SR and review picture), each checked
+    against what the report recorded of it."""
+    records = []
+    for e in report.get("processed", []):
+        if not isinstance(e, dict):
+            continue
+        if isinstance(e.get("dicom_outputs"), list):
+            records += [r for r in e["dicom_outputs"] if isinstance(r, dict)]
+        elif "seg" in (e.get("outputs") or {}):           # reports written before SR and review pictures
+            seg = e.get("seg") or {}
+            records.append({"kind": "seg", "file": e["outputs"]["seg"], "sop_class_uid": seg.get("sop_class_uid",
+                            SEG_STORAGE), "sop_instance_uid": seg.get("sop_instance_uid"),
+                            "series_instance_uid": seg.get("series_instance_uid")})
+    if not any(r.get("kind") == "seg" for r in records):
         raise InputError("NO_SEG", "the report lists no SEG; nothing to send")
-    return [_checked(folder, e) for e in entries]
+    return [_checked(folder, r) for r in records]
 
 
-def _checked(folder: Path, entry: dict) -> Path:
+def _checked(folder: Path, record: dict) -> Path:
     import pydicom
-    name = entry["outputs"]["seg"]
+    name = record.get("file")
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
             or "\0" in name or name != Path(name).name:
-        raise InputError("SEG_MISMATCH", f"the report names {name!r} as a SEG: only a file name inside the output "
-                         "folder is accepted", path=str(name))
+        raise InputError("SEG_MISMATCH", f"the report names {name!r} as a result file: only a file name inside the "
+                         "output folder is accepted", path=str(name))
     path = folder / name
     try:
         st = os.lstat(path)
@@ -55,7 +68,6 @@ def _checked(folder: Path, entry: dict) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise InputError("SEG_MISMATCH", f"{name} is not a regular file (a link, FIFO or device); not sent",
                          path=str(path))
-    recorded = entry.get("seg") or {}
     try:
         with open(path, "rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
@@ -63,11 +75,11 @@ def _checked(folder: Path, entry: dict) -> Path:
     except Exception as exc:
         raise InputError("SEG_MISMATCH", f"{name} is not a readable DICOM file ({type(exc).__name__}); not sent",
                          path=str(path)) from exc
-    expected = (SEG_STORAGE, recorded.get("sop_instance_uid"), recorded.get("series_instance_uid"))
+    expected = (record.get("sop_class_uid"), record.get("sop_instance_uid"), record.get("series_instance_uid"))
     if found != expected:
-        raise InputError("SEG_MISMATCH", f"{name} is not the SEG this run wrote (SOP class, SOP Instance UID or "
-                         "Series Instance UID differ from report.json); it was replaced or damaged. Re-run the app.",
-                         path=str(path))
+        raise InputError("SEG_MISMATCH", f"{name} is not the {record.get('kind', 'DICOM').upper()} this run wrote "
+                         "(SOP class, SOP Instance UID or Series Instance UID differ from report.json); it was "
+                         "replaced or damaged. Re-run the app.", path=str(path))
     return path
 
 
@@ -96,7 +108,7 @@ def main(argv=None) -> int:
 
 
 def _resend(folder: Path, report_path: Path, report: dict) -> int:
-    files = recorded_segs(folder, report)
+    files = recorded_objects(folder, report)
     settings = load_settings()                # the same settings file as the app
     destinations, policy = destinations_from_settings(settings), policy_from_settings(settings)
     delivery = deliver_all(files, destinations, policy)

@@ -224,6 +224,26 @@ def _rules_text(value: str) -> str:
 
 
 @dataclass
+class OutputSettings:
+    """Which results beside the SEG a run writes and delivers (each on by default)."""
+
+    review_image: bool = True          # Secondary Capture + PNG of the mid-sagittal plane with level tags
+    measurements: bool = True          # per-level measurements: DICOM SR (TID 1500) + JSON
+
+
+OUTPUTS_ENV = (("SPINESEG_REVIEW_IMAGE", "review_image"), ("SPINESEG_MEASUREMENTS", "measurements"))
+
+
+def outputs_from_settings(settings: dict | None = None, env: dict | None = None) -> OutputSettings:
+    env = os.environ if env is None else env
+    o = _merged(settings, ("outputs",), env, OUTPUTS_ENV)
+    unknown = set(o) - {key for _, key in OUTPUTS_ENV}
+    if unknown:
+        raise bad_setting(f"unknown setting(s) {sorted(unknown)} in spineseg.outputs")
+    return OutputSettings(**{key: to_bool(var, o[key]) for var, key in OUTPUTS_ENV if key in o})
+
+
+@dataclass
 class AppConfig:
     input_dir: Path
     output_dir: Path
@@ -235,6 +255,7 @@ class AppConfig:
     selection: SelectionRules = field(default_factory=SelectionRules)
     destinations: list = field(default_factory=list)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    outputs: OutputSettings = field(default_factory=OutputSettings)
 
     @classmethod
     def from_settings(cls, input_dir: Path, output_dir: Path, models_dir: Path | None,
@@ -274,5 +295,6 @@ class AppConfig:
                   seg=seg_settings, selection=selection)
         cfg.destinations = destinations_from_settings(s, env)
         cfg.retry = policy_from_settings(s, env)
+        cfg.outputs = outputs_from_settings(s, env)
         cfg.seg.validate()
         return cfg

@@ -115,6 +115,49 @@ class Phantom:
     def level(self, name: str) -> Level:
         return next(lv for lv in self.levels if lv.name == name)
 
+    def tangent(self, z: float) -> np.ndarray:
+        """Unit vector of the canal centreline at height z, pointing to the head (LPS)."""
+        dz = 0.01
+        (x1, y1), (x0, y0) = (np.asarray(c, float) for c in (self.centre(np.array(z + dz)),
+                                                                self.centre(np.array(z - dz))))
+        t = np.array([float(x1 - x0) / (2 * dz), float(y1 - y0) / (2 * dz), 1.0])
+        return t / np.linalg.norm(t)
+
+    def canal_semi_axes(self, z):
+        """Antero-posterior and left-right semi-axes of the canal's horizontal section at height(s) z,
+        interpolated between the levels' mid-heights (above the sacrum, where it narrows)."""
+        mids = [-(lv.z_top + lv.z_bottom) / 2 for lv in self.levels]
+        return (np.interp(-z, mids, [lv.canal_a for lv in self.levels]),
+                np.interp(-z, mids, [lv.canal_b for lv in self.levels]))
+
+    def true_measurements(self) -> dict[int, dict[str, float]]:
+        """What spineseg.measurements should find, from the analytic anatomy (label -> values).
+
+        Bodies and discs are bounded by horizontal planes, so along the local axis (the centreline
+        tangent t) their height is the vertical height divided by t_z; the canal is a sheared stack
+        of horizontal ellipses, so its section perpendicular to t has area pi*a*b*t_z and
+        antero-posterior diameter about 2*a*t_z. The cord's area is given where it is not tapering.
+        """
+        truth: dict[int, dict[str, float]] = {}
+        for lv in self.levels:
+            if lv.name not in ("C1", "C2"):
+                tz = self.tangent((lv.z_top + lv.z_bottom) / 2)[2]
+                truth[lv.label] = {"body_height_mm": (lv.z_top - lv.z_bottom) / tz}
+            if lv.disc_bottom is None:
+                continue
+            zc = (lv.z_bottom + lv.disc_bottom) / 2
+            tz = self.tangent(zc)[2]
+            a, b = (float(v) for v in self.canal_semi_axes(zc))
+            entry = {"disc_height_mm": (lv.z_bottom - lv.disc_bottom) / tz,
+                     "canal_area_mm2": float(np.pi * a * b * tz), "canal_ap_diameter_mm": 2 * a * tz}
+            if zc > self.conus_z + 25:
+                by = {v.name: v for v in self.levels}
+                cord_a = (4.5 if zc > by["C3"].z_top else 3.8) * self.scale
+                cord_b = (6.5 if by["T1"].z_top < zc < by["C4"].z_top else 4.8) * self.scale
+                entry["cord_area_mm2"] = float(np.pi * cord_a * cord_b * tz)
+            truth[lv.disc_label] = entry
+        return truth
+
     # -- centreline -----------------------------------------------------------------------
     def centre(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Canal centre (x, y) at height z: sagittal curvature plus a little scoliosis."""
@@ -235,10 +278,7 @@ def _classify(ph: Phantom, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple
 
     # canal (CSF) from the foramen magnum to the sacral canal, then the cord inside it
     lv_by = {lv.name: lv for lv in ph.levels}
-    canal_a = np.interp(-z, [-(lv.z_top + lv.z_bottom) / 2 for lv in ph.levels],
-                        [lv.canal_a for lv in ph.levels])
-    canal_b = np.interp(-z, [-(lv.z_top + lv.z_bottom) / 2 for lv in ph.levels],
-                        [lv.canal_b for lv in ph.levels])
+    canal_a, canal_b = ph.canal_semi_axes(z)
     sac_len = ph.sacrum_top - ph.sacrum_bottom
     t_sac = np.clip((ph.sacrum_top - z) / (0.55 * sac_len), 0, 1)
     canal_a = np.where(z < ph.sacrum_top, canal_a * (1 - 0.55 * t_sac), canal_a)
