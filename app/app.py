@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     if error is None:
         for rel in report.outputs:
             log.info("output: %s", output / rel)
+    if guard.signal is not None:
+        # the signal may have cut an import or a framework call in half (Holoscan then crashed in
+        # its teardown): the report is written, so leave without running that teardown
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
@@ -141,7 +148,7 @@ def run_owned(args: argparse.Namespace, output: Path, report: RunReport, guard: 
             run_all(config, report)
         else:
             app = build_application(config, report)
-            app.run()
+            guard.wait(app.run_async())    # in the main thread, signals still end the run with a report
             if not app.report_op.completed:
                 raise SpineSegError("GRAPH_INCOMPLETE", "The application graph stopped before its last operator.")
     except SpineSegError as exc:

@@ -23,7 +23,7 @@ from .errors import OutputError, SpineSegError, output_error
 
 LOCK_NAME = ".spineseg.lock"
 PREVIOUS = ".previous-run"
-RESULTS = ("report.json", "report.refused-*.json", "series*_seg.dcm", "series*_labels.nii.gz")
+RESULTS = ("report.json", "report.refused-*.json", "series*_*")   # every per-series output: SEG, labels, ...
 
 
 class Interrupted(SpineSegError):
@@ -108,11 +108,30 @@ class SignalGuard:
         if first:
             raise self.error()
 
+    def install(self) -> None:
+        """(Re)install the handlers; main thread only."""
+        for s in (signal.SIGTERM, signal.SIGINT):
+            old = signal.signal(s, self._handler)
+            self._old.setdefault(s, old)
+
     def __enter__(self) -> "SignalGuard":
         if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
+            self.install()
         return self
 
     def __exit__(self, *exc) -> None:
         for s, old in self._old.items():
             signal.signal(s, old)
+
+    def wait(self, future, poll: float = 0.2):
+        """The result of a graph run in another thread (Holoscan's ``run_async``). Holoscan's run
+        installs its own SIGTERM/SIGINT handlers, which stop the scheduler but not a running compute
+        and force an exit 3 s later with no report; so the main thread waits here and puts the guard's
+        handlers back each ``poll`` seconds, and a signal raises :class:`Interrupted` here."""
+        from concurrent.futures import TimeoutError as Pending
+        while True:
+            self.install()
+            try:
+                return future.result(timeout=poll)
+            except Pending:
+                continue

@@ -43,7 +43,8 @@ def test_app_succeeds_and_reports(e2e_run, phantom_study):
     for stage in ("scan", "select", "load_models", "step1_network", "step2_network", "write_seg"):
         assert report["timings_seconds"][stage] >= 0
     assert report["delivery"]["configured"] is False
-    assert sorted(report["outputs"]) == sorted(p.name for p in out.iterdir() if p.name != "report.json")
+    assert sorted(report["outputs"]) == sorted(p.name for p in out.iterdir()
+                                               if p.name != "report.json" and not p.name.startswith("."))
     assert any("PHANTOM" in w for w in report["warnings"])
     # no patient name or ID anywhere in the report or at INFO level in the log
     text = json.dumps(report) + proc.stderr + proc.stdout

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,11 +16,11 @@ from spineseg.errors import SpineSegError
 from spineseg.output_folder import PREVIOUS, clear_previous, lock_output
 
 
-def run_app(inp, out, timeout=600, background=False):
+def run_app(inp, out, timeout=600, background=False, engine="plain"):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
-    cmd = [sys.executable, str(ROOT / "app"), "-i", str(inp), "-o", str(out), "--engine", "plain"]
+    cmd = [sys.executable, str(ROOT / "app"), "-i", str(inp), "-o", str(out), "--engine", engine]
     if background:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -70,31 +71,40 @@ def test_a_failed_run_does_not_leave_the_previous_seg_beside_its_report(tmp_path
     assert not (out / "series-001_seg.dcm").exists() and (out / PREVIOUS / "series-001_seg.dcm").exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_ends_the_run_with_an_interrupted_report(tmp_path, phantom_study, signum):
+@pytest.mark.parametrize("engine,signum", [("plain", signal.SIGTERM), ("plain", signal.SIGINT),
+                                           ("holoscan", signal.SIGTERM)], ids=["plain-SIGTERM", "plain-SIGINT",
+                                                                               "holoscan-SIGTERM"])
+def test_a_signal_ends_the_run_with_an_interrupted_report(tmp_path, phantom_study, engine, signum):
+    """The signal comes once the models are loaded, in the middle of the run (with Holoscan: while its
+    graph runs, after it installed its own signal handlers)."""
     out = tmp_path / "out"
-    proc = run_app(phantom_study["dicom_files"][0].parent, out, background=True)
+    proc = run_app(phantom_study["dicom_files"][0].parent, out, background=True, engine=engine)
+    lines, mid_run = [], threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if "stage load_models" in line:
+                mid_run.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if json.loads((out / "report.json").read_text()).get("status") == "running":
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        time.sleep(0.5)
+        assert mid_run.wait(180), "".join(lines[-30:])
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=120)
+        t0 = time.monotonic()
+        proc.wait(60)
+        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        reader.join(10)
     report = json.loads((out / "report.json").read_text())
-    assert proc.returncode == 4, stderr[-2000:]
+    assert proc.returncode == 4, "".join(lines[-30:])
     assert report["status"] == "failed" and report["error"]["code"] == "INTERRUPTED"
     assert not list(out.glob("*_seg.dcm")) and not list(out.glob(".*.partial"))
+    assert took < 10, took
 
 
 def test_an_output_folder_that_cannot_be_made_is_a_coded_error(tmp_path):
