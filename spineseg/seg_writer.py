@@ -23,14 +23,17 @@ from .atomic import write_atomic, write_bytes_atomic
 from .codes_table import STRUCTURES
 from .errors import InputError, SpineSegError
 
-SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+ENCODINGS = ("BINARY", "LABELMAP", "FRACTIONAL")     # PS3.3 C.8.20.2 Segmentation Type
+SEGMENTATION_TYPES = ("AUTO", *ENCODINGS)
+# what AUTO writes when BINARY frames would not start on a byte boundary (measured in OHIF, README "SEG encoding")
+AUTO_UNALIGNED = "LABELMAP"
 COMPRESSION = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 
 
 @dataclass
 class SegSettings:
-    segmentation_type: str = "BINARY"        # BINARY: widest viewer support; LABELMAP: DICOM 2024, far smaller
-    compression: str = "none"                # none | rle (LABELMAP only) | jpeg2000
+    segmentation_type: str = "AUTO"          # AUTO | BINARY | LABELMAP | FRACTIONAL (see encoding_for)
+    compression: str = "none"                # none | rle (not BINARY, so not AUTO) | jpeg2000
     series_number: int | None = None         # default: 1000 + source SeriesNumber
     series_description: str = "Spine segmentation (TotalSpineSeg)"
     content_creator_name: str = "SPINESEG^AI"
@@ -47,10 +50,37 @@ class SegSettings:
                                                    and 0 <= self.series_number <= 2**31 - 1):
             raise SpineSegError("BAD_SETTING", f"series_number must be an integer in 0..{2**31 - 1} (DICOM IS), "
                                 f"not {self.series_number!r}")
-        if self.segmentation_type == "BINARY" and self.compression == "rle":
-            # PS3.3 C.8.20.2: RLE is not allowed for 1-bit BINARY frames
-            raise SpineSegError("BAD_SETTING", "compression 'rle' is not allowed for BINARY segmentations; use "
-                                "'jpeg2000', 'none', or segmentation_type LABELMAP")
+        if self.segmentation_type in ("BINARY", "AUTO") and self.compression == "rle":
+            # PS3.3 C.8.20.2: RLE is not allowed for 1-bit BINARY frames (and AUTO writes BINARY when it can)
+            raise SpineSegError("BAD_SETTING", f"compression 'rle' is not allowed for {self.segmentation_type} "
+                                "segmentations (BINARY frames cannot be RLE); use 'jpeg2000', 'none', or "
+                                "segmentation_type LABELMAP or FRACTIONAL")
+
+
+def encoding_for(settings: SegSettings, rows: int, columns: int) -> tuple[str, str]:
+    """(Segmentation Type written, why) for frames of ``rows`` x ``columns``.
+
+    BINARY frames are packed 1 bit per pixel with no padding between frames (PS3.5 8.1.1, PS3.3 C.8.20.2):
+    when Rows x Columns is not a multiple of 8 every frame after the first starts inside a byte, which
+    OHIF v3 decodes wrongly (issue 13, measured with tests/browser). AUTO then writes AUTO_UNALIGNED instead.
+    """
+    aligned = (rows * columns) % 8 == 0
+    if settings.segmentation_type != "AUTO":
+        return settings.segmentation_type, ("configured (segmentation_type setting)" if aligned or
+                                            settings.segmentation_type != "BINARY" else
+                                            f"configured (segmentation_type setting); {rows}x{columns} BINARY "
+                                            "frames are not byte-aligned, which OHIF v3 mis-draws")
+    if aligned:
+        return "BINARY", f"auto: {rows}x{columns} frames are byte-aligned as 1-bit BINARY"
+    return AUTO_UNALIGNED, (f"auto: {rows}x{columns} = {rows * columns} pixels is not a multiple of 8, so BINARY "
+                            f"frames would not start on byte boundaries, which viewers mis-decode")
+
+
+def encoding_record(settings: SegSettings, seg: Dataset) -> dict:
+    """What report.json says of a written SEG's encoding: its Segmentation Type and why it was chosen."""
+    written, reason = encoding_for(settings, int(seg.Rows), int(seg.Columns))
+    return {"segmentation_type": written, "segmentation_type_setting": settings.segmentation_type,
+            "segmentation_type_reason": reason}
 
 
 def derived_uid(*parts: str) -> str:
@@ -168,10 +198,11 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     series_number = seg_series_number(src, settings)
     key = identity_key(source_datasets, model_description, settings)
     transfer_syntax = COMPRESSION[settings.compression]
+    encoding, _ = encoding_for(settings, int(src.Rows), int(src.Columns))
     seg = hd.seg.Segmentation(
         source_images=source_datasets,
         pixel_array=segment_map,
-        segmentation_type=settings.segmentation_type,
+        segmentation_type=encoding,
         segment_descriptions=segment_descriptions(present, algorithm_identification(model_description),
                                                   str(src.SeriesInstanceUID)),
         series_instance_uid=derived_uid("series", *key),

@@ -80,14 +80,17 @@ def decode_seg_with_dcmqi(seg_path, target_shape, target_affine_ras, workdir) ->
     out = np.zeros(target_shape, np.uint8)
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in target_shape], indexing="ij"), -1).reshape(-1, 3)
     world = target_affine_ras @ np.c_[idx, np.ones(len(idx))].T
-    for group in meta["segmentAttributes"]:
+    # one file per group of segments (s-1, s-2, ...); in a file each segment's voxels hold its labelID
+    # (BINARY/FRACTIONAL SEGs give one segment per file, a LABELMAP SEG one file with all of them)
+    for number, group in enumerate(meta["segmentAttributes"], start=1):
+        img = nib.load(workdir / f"s-{number}.nii.gz")
+        data = np.asanyarray(img.dataobj)
+        src = np.round(np.linalg.inv(img.affine) @ world)[:3].astype(int)
+        inside = np.all((src >= 0) & (src < np.array(data.shape[:3])[:, None]), axis=0)
+        values = np.zeros(len(idx), data.dtype)
+        values[inside] = data[tuple(src[:, inside])]
         for attr in group:
-            img = nib.load(workdir / f"s-{attr['labelID']}.nii.gz")
-            data = np.asanyarray(img.dataobj)
-            src = np.round(np.linalg.inv(img.affine) @ world)[:3].astype(int)
-            inside = np.all((src >= 0) & (src < np.array(data.shape[:3])[:, None]), axis=0)
-            hit = np.zeros(len(idx), bool)
-            hit[inside] = data[tuple(src[:, inside])] > 0
+            hit = values == attr["labelID"] if len(group) > 1 else values > 0
             code = attr["SegmentedPropertyTypeCodeSequence"]["CodeValue"]
             out.reshape(-1)[hit] = by_code[code]
     return out

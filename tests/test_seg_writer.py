@@ -8,7 +8,7 @@ from conftest import run_dciodvfy
 from helpers import decode_seg, decode_seg_with_dcmqi, fake_model_description
 from spineseg.codes_table import STRUCTURES
 from spineseg.dicom_input import load_volume, scan_dicom
-from spineseg.seg_writer import SegSettings, build_seg, write_label_nifti, write_seg
+from spineseg.seg_writer import SegSettings, build_seg, encoding_record, write_label_nifti, write_seg
 
 
 def test_code_table_has_exactly_one_entry_per_model_label():
@@ -75,7 +75,7 @@ def test_seg_references_codes_and_identity(tmp_path, phantom_study):
 def test_labelmap_type_is_smaller_and_exact(tmp_path, phantom_study):
     vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
     _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
-    binary, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings())
+    binary, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type="BINARY"))
     labelmap, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type="LABELMAP"))
     p_bin, p_lab = write_seg(binary, tmp_path / "b.dcm"), write_seg(labelmap, tmp_path / "l.dcm")
     assert p_lab.stat().st_size < p_bin.stat().st_size
@@ -85,7 +85,8 @@ def test_labelmap_type_is_smaller_and_exact(tmp_path, phantom_study):
 
 
 @pytest.mark.parametrize("seg_type,compression", [("BINARY", "jpeg2000"), ("LABELMAP", "rle"),
-                                                   ("LABELMAP", "jpeg2000")])
+                                                   ("LABELMAP", "jpeg2000"), ("FRACTIONAL", "rle"),
+                                                   ("AUTO", "jpeg2000")])
 def test_compressed_segs_are_exact(tmp_path, phantom_study, seg_type, compression):
     vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
     _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
@@ -99,8 +100,9 @@ def test_compressed_segs_are_exact(tmp_path, phantom_study, seg_type, compressio
 
 def test_invalid_seg_settings_are_refused():
     from spineseg.errors import SpineSegError
-    for settings in (SegSettings(segmentation_type="FRACTIONAL"), SegSettings(compression="zip"),
-                     SegSettings(segmentation_type="BINARY", compression="rle")):
+    for settings in (SegSettings(segmentation_type="PROBABILITY"), SegSettings(compression="zip"),
+                     SegSettings(segmentation_type="BINARY", compression="rle"),
+                     SegSettings(segmentation_type="AUTO", compression="rle")):
         with pytest.raises(SpineSegError) as exc:
             settings.validate()
         assert exc.value.code == "BAD_SETTING"
@@ -143,3 +145,42 @@ def test_label_nifti_is_in_source_geometry(tmp_path, phantom_study):
     assert np.array_equal(np.asanyarray(img.dataobj), labels)
     assert np.allclose(img.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine)
     assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("setting,rows,columns,written,warns", [
+    ("AUTO", 462, 187, "LABELMAP", True), ("AUTO", 96, 96, "BINARY", False), ("AUTO", 512, 512, "BINARY", False),
+    ("AUTO", 67, 43, "LABELMAP", True), ("BINARY", 462, 187, "BINARY", True), ("BINARY", 96, 96, "BINARY", False),
+    ("FRACTIONAL", 462, 187, "FRACTIONAL", False), ("LABELMAP", 96, 96, "LABELMAP", False)])
+def test_auto_writes_binary_only_for_byte_aligned_frames(setting, rows, columns, written, warns):
+    """AUTO: BINARY when Rows x Columns is a multiple of 8 (PS3.5 8.1.1 packs 1-bit frames with no
+    padding), else the encoding measured to display exactly in OHIF (README, 'SEG encoding'); the reason
+    (report.json) says so, and says when a configured BINARY has frames that are not byte-aligned."""
+    from spineseg.seg_writer import encoding_for
+    encoding, reason = encoding_for(SegSettings(segmentation_type=setting), rows, columns)
+    assert encoding == written
+    assert reason.startswith("auto") == (setting == "AUTO")
+    assert (" not " in reason) == warns, reason
+
+
+@pytest.mark.parametrize("seg_type", ["AUTO", "FRACTIONAL"])
+@pytest.mark.parametrize("plane,oblique,pixel", [("sagittal", 0, 0.6), ("axial", 0, 1.7), ("sagittal", 17, 1.3),
+                                                 ("sagittal", 0, 2.0)])
+def test_default_and_fractional_segs_decode_exactly_in_dcmqi(tmp_path, seg_type, plane, oblique, pixel):
+    """The default (AUTO) and FRACTIONAL SEGs are valid and exact in highdicom and in 3D Slicer's dcmqi,
+    on byte-aligned and unaligned matrices."""
+    case = P.write_case(5110, tmp_path / "case", fov="lumbar", plane=plane, slice_thickness=5.0, pixel=pixel,
+                        oblique_deg=oblique, matrix=96 if pixel == 2.0 else None)
+    vol = load_volume(scan_dicom(tmp_path / "case" / "dicom").series[0])
+    _, labels = P.render(case["phantom"], vol.affine, vol.array.shape)
+    seg, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type=seg_type))
+    rows, columns = int(seg.Rows), int(seg.Columns)
+    assert seg.SegmentationType == ("FRACTIONAL" if seg_type == "FRACTIONAL" else
+                                    "BINARY" if rows * columns % 8 == 0 else "LABELMAP")
+    record = encoding_record(SegSettings(segmentation_type=seg_type), seg)      # what report.json says
+    assert record["segmentation_type"] == seg.SegmentationType and record["segmentation_type_setting"] == seg_type
+    assert f"{rows}x{columns}" in record["segmentation_type_reason"] or seg_type == "FRACTIONAL"
+    path = write_seg(seg, tmp_path / "seg.dcm")
+    assert run_dciodvfy(path)[0] == []
+    assert np.array_equal(decode_seg(path, vol.datasets), labels)
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine
+    assert np.array_equal(decode_seg_with_dcmqi(path, labels.shape, ras, tmp_path / "dcmqi"), labels)
