@@ -79,7 +79,7 @@ stop)
     done
   fi
   # dockerd leaves its exec-root mounts (netns, overlay) behind only when killed hard
-  grep -o " $dir/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  grep -o " $dir/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
   ;;
 *)
   echo "usage: $0 start|stop DIR" >&2
