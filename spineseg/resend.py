@@ -31,6 +31,8 @@ from .output_folder import lock_output
 from .report import REPORT_NAME
 from .settings import destinations_from_settings, load_settings, policy_from_settings
 
+SEGMENTATION_CLASSES = (SEG_STORAGE, "1.2.840.10008.5.1.4.1.1.66.7")   # Segmentation, Label Map Segmentation
+
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 
 
@@ -45,8 +47,8 @@ def recorded_objects(folder: Path, report: dict) -> list[Path]:
             records += [r for r in e["dicom_outputs"] if isinstance(r, dict)]
         elif "seg" in (e.get("outputs") or {}):           # reports written before SR and review pictures
             seg = e.get("seg") or {}
-            records.append({"kind": "seg", "file": e["outputs"]["seg"], "sop_class_uid": seg.get("sop_class_uid",
-                            SEG_STORAGE), "sop_instance_uid": seg.get("sop_instance_uid"),
+            records.append({"kind": "seg", "file": e["outputs"]["seg"], "sop_class_uid": seg.get("sop_class_uid"),
+                            "sop_instance_uid": seg.get("sop_instance_uid"),
                             "series_instance_uid": seg.get("series_instance_uid")})
     if not any(r.get("kind") == "seg" for r in records):
         raise InputError("NO_SEG", "the report lists no SEG; nothing to send")
@@ -75,8 +77,9 @@ def _checked(folder: Path, record: dict) -> Path:
     except Exception as exc:
         raise InputError("SEG_MISMATCH", f"{name} is not a readable DICOM file ({type(exc).__name__}); not sent",
                          path=str(path)) from exc
-    expected = (record.get("sop_class_uid"), record.get("sop_instance_uid"), record.get("series_instance_uid"))
-    if found != expected:
+    # a report that did not record the SEG's class accepts either Segmentation class (binary/fractional, label map)
+    classes = {record["sop_class_uid"]} if record.get("sop_class_uid") else set(SEGMENTATION_CLASSES)
+    if found[0] not in classes or found[1:] != (record.get("sop_instance_uid"), record.get("series_instance_uid")):
         raise InputError("SEG_MISMATCH", f"{name} is not the {record.get('kind', 'DICOM').upper()} this run wrote "
                          "(SOP class, SOP Instance UID or Series Instance UID differ from report.json); it was "
                          "replaced or damaged. Re-run the app.", path=str(path))

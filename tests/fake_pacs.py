@@ -11,14 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FakeStow:
     """A STOW-RS endpoint on 127.0.0.1 answering in ``mode``:
 
-    ok (lists ``uid`` as stored), other (lists another instance), html (a login page), badjson,
+    ok (lists ``uids`` as stored), other (lists another instance), html (a login page), badjson,
     notype (JSON without a Content-Type), trickle (one byte every ``gap`` s), silent (never answers).
     """
 
     MAX_TRICKLE_BYTES = 120
 
-    def __init__(self, mode: str, uid: str = "", gap: float = 0.5):
-        self.mode, self.uid, self.gap = mode, uid, gap
+    def __init__(self, mode: str, *uids: str, gap: float = 0.5):
+        self.mode, self.uids, self.gap = mode, uids or ("",), gap
         self.stop = threading.Event()
         self.requests: list[dict] = []
         fake = self
@@ -78,10 +78,10 @@ class FakeStow:
                 except OSError:
                     return
             return
-        listed = self.uid if mode in ("ok", "notype") else "1.2.3.4.5.6.7.8.9"
+        listed = self.uids if mode in ("ok", "notype") else ("1.2.3.4.5.6.7.8.9",)
         body = json.dumps({"00081199": {"vr": "SQ", "Value": [
             {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]},
-             "00081155": {"vr": "UI", "Value": [listed]}}]}}).encode()
+             "00081155": {"vr": "UI", "Value": [uid]}} for uid in listed]}}).encode()
         ctype = "application/dicom+json"
         if mode == "html":
             body, ctype = b"<html><body><form>Please log in</form></body></html>", "text/html"

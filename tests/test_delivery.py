@@ -117,6 +117,13 @@ def test_app_keeps_results_when_pacs_is_down_and_resend_delivers_later(orthanc, 
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "succeeded" and report["delivery"]["destinations"][0]["status"] == "delivered"
     assert len(orthanc.find(pydicom.dcmread(seg_file).SOPInstanceUID)) == 1
+    # the measurement SR and the review Secondary Capture travel with the SEG: Orthanc holds all three
+    records = report["processed"][0]["dicom_outputs"]
+    assert [r["kind"] for r in records] == ["seg", "sr", "sc"]
+    for r in records:
+        found = orthanc.find(r["sop_instance_uid"])
+        assert len(found) == 1, r
+        assert found[0]["00080016"]["Value"][0] == r["sop_class_uid"]
 
 
 def run_ok(path) -> bool:

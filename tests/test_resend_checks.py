@@ -83,3 +83,36 @@ def test_resend_sends_nothing_that_the_report_did_not_record(tmp_path, small_seg
         sent = len(pacs.requests)
     assert sent == 0, "a file the report did not record was sent"
     assert proc.returncode == 3 and "SEG_MISMATCH" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_resend_sends_seg_sr_and_review_picture_and_refuses_a_swapped_sr(tmp_path, small_seg):
+    """A report listing SEG, SR and Secondary Capture: all three go; an SR replaced by another file, none."""
+    out = tmp_path / "out"
+    make_output(out, small_seg)
+    seg = pydicom.dcmread(small_seg)
+    records = [{"kind": "seg", "file": "series-001_seg.dcm", "sop_class_uid": str(seg.SOPClassUID),
+                "sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID)}]
+    for kind, suffix in (("sr", "1"), ("sc", "2")):
+        other = pydicom.dcmread(small_seg)
+        other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = f"{seg.SOPInstanceUID}.{suffix}"
+        other.SeriesInstanceUID = f"{seg.SeriesInstanceUID}.{suffix}"
+        other.save_as(out / f"series-001_{kind}.dcm")
+        records.append({"kind": kind, "file": f"series-001_{kind}.dcm", "sop_class_uid": str(other.SOPClassUID),
+                        "sop_instance_uid": str(other.SOPInstanceUID),
+                        "series_instance_uid": str(other.SeriesInstanceUID)})
+    report = json.loads((out / "report.json").read_text())
+    report["processed"][0]["dicom_outputs"] = records
+    (out / "report.json").write_text(json.dumps(report))
+    uids = [r["sop_instance_uid"] for r in records]
+    with FakeStow("ok", *uids) as pacs:
+        proc = resend(out, pacs.url)
+        sent = len(pacs.requests)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sent >= 1 and json.loads((out / "report.json").read_text())["status"] == "succeeded"
+    # the SR replaced by a copy of the SEG: nothing at all is sent
+    shutil.copy(small_seg, out / "series-001_sr.dcm")
+    with FakeStow("ok", *uids) as pacs:
+        proc = resend(out, pacs.url)
+        sent = len(pacs.requests)
+    assert proc.returncode == 3 and "SEG_MISMATCH" in proc.stderr and "SR this run wrote" in proc.stderr
+    assert sent == 0
