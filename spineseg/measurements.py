@@ -89,42 +89,44 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _run_length(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float = 60.0) -> float | None:
-    """Length (mm) of the run of ``members`` labels along ``direction`` through ``centre``; None if the
-    point is not on the structure or the run reaches the edge of the volume."""
-    t = np.arange(-reach, reach + STEP_MM / 2, STEP_MM)
-    values, inside = grid.lookup(centre + t[:, None] * direction)
-    hit = np.isin(values, members)
-    mid = len(t) // 2
-    if not hit[mid]:
-        near = np.flatnonzero(hit)
-        if near.size == 0 or np.abs(near - mid).min() * STEP_MM > 1.0:
-            return None
-        mid = int(near[np.argmin(np.abs(near - mid))])
-    lo, hi = mid, mid
+def _run(hit: np.ndarray, start: int) -> tuple[int, int]:
+    """First and last index of the run of True in ``hit`` that contains ``start``."""
+    lo = hi = start
     while lo > 0 and hit[lo - 1]:
         lo -= 1
-    while hi < len(t) - 1 and hit[hi + 1]:
+    while hi < len(hit) - 1 and hit[hi + 1]:
         hi += 1
-    if not inside[max(lo - 1, 0)] or not inside[min(hi + 1, len(t) - 1)] or lo == 0 or hi == len(t) - 1:
+    return lo, hi
+
+
+def _sample_line(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float):
+    """Offsets t (mm), membership and inside-volume flags of points centre + t * direction."""
+    t = np.arange(-reach, reach + STEP_MM / 2, STEP_MM)
+    values, inside = grid.lookup(centre + t[:, None] * direction)
+    return t, np.isin(values, members), inside
+
+
+def _run_length(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float = 60.0) -> float | None:
+    """Length (mm) of the run of ``members`` labels along ``direction`` through ``centre`` (or within 1 mm of
+    it); None if the line misses the structure or the run reaches the edge of the volume."""
+    t, hit, inside = _sample_line(grid, centre, direction, members, reach)
+    near = np.flatnonzero(hit)
+    mid = len(t) // 2
+    if near.size == 0 or np.abs(near - mid).min() * STEP_MM > 1.0:
+        return None
+    lo, hi = _run(hit, int(near[np.argmin(np.abs(near - mid))]))
+    if lo == 0 or hi == len(t) - 1 or not inside[lo - 1] or not inside[hi + 1]:
         return None
     return float((hi - lo + 1) * STEP_MM)
 
 
 def _extent(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float = 80.0):
-    """(back, front) offsets (mm) of the run of ``members`` along ``direction`` through ``centre``."""
-    t = np.arange(-reach, reach + STEP_MM / 2, STEP_MM)
-    values, _ = grid.lookup(centre + t[:, None] * direction)
-    hit = np.flatnonzero(np.isin(values, members))
-    if hit.size == 0:
+    """(back, front) offsets (mm) of the run of ``members`` along ``direction`` nearest ``centre``."""
+    t, hit, _ = _sample_line(grid, centre, direction, members, reach)
+    near = np.flatnonzero(hit)
+    if near.size == 0:
         return None
-    mid = len(t) // 2
-    start = int(hit[np.argmin(np.abs(hit - mid))])
-    lo = hi = start
-    while lo > 0 and np.isin(values[lo - 1], members):
-        lo -= 1
-    while hi < len(t) - 1 and np.isin(values[hi + 1], members):
-        hi += 1
+    lo, hi = _run(hit, int(near[np.argmin(np.abs(near - len(t) // 2))]))
     return float(t[lo]), float(t[hi])
 
 
@@ -201,14 +203,14 @@ def measure_levels(labels: np.ndarray, affine_lps: np.ndarray) -> list[LevelMeas
         else:
             m.volume_mm3 = n_vox * voxel_mm3
         if v in axes and v in anteriors and v != SACRUM:
-            _heights(grid, m, v, centroids[v], axes[v], anteriors[v], canal_values, canal_pts)
+            _heights(grid, m, v, centroids[v], axes[v], anteriors[v], canal_pts, voxels)
         if v in DISCS and v in axes and v in anteriors:
             _canal_section(grid, m, centroids[v], axes[v], anteriors[v], canal_pts)
         results.append(m)
     return results
 
 
-def _heights(grid, m, v, centroid, axis, anterior, canal_values, canal_pts):
+def _heights(grid, m, v, centroid, axis, anterior, canal_pts, points_of):
     if v in NO_BODY:
         return
     members = [v]
@@ -221,7 +223,7 @@ def _heights(grid, m, v, centroid, axis, anterior, canal_values, canal_pts):
             return
         canal_c = canal_pts[near].mean(axis=0)
         wall = float(((canal_pts[near] - canal_c) @ anterior).max())
-        box_pts = _structure_points(grid, v)
+        box_pts = grid.world(points_of(v))
         body = box_pts[(box_pts - canal_c) @ anterior > wall + 1.0]
         if len(body) < 10:
             return
@@ -238,10 +240,6 @@ def _heights(grid, m, v, centroid, axis, anterior, canal_values, canal_pts):
         setattr(m, f"height_{where}_mm", length)
         if length is None:
             m.notes.append(f"{where} height not measured (reaches the edge of the volume or misses the structure)")
-
-
-def _structure_points(grid: _Grid, value: int) -> np.ndarray:
-    return grid.world(np.argwhere(grid.labels == value))
 
 
 def _canal_section(grid, m, centroid, axis, anterior, canal_pts):
