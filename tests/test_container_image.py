@@ -80,16 +80,20 @@ def output_folder(tmp_path):
     return out
 
 
-def run_map(study, out, *, network="none", env: dict | None = None, timeout=900):
-    """`docker run` of the MAP; ``env`` values reach the container by name only (never on a command line)."""
+def run_map(study, out, *, network="none", env: dict | None = None, cpus=None, memory=None, command=(),
+            input_path="/var/holoscan/input", output_path="/var/holoscan/output", timeout=900):
+    """`docker run` of the MAP with the resources app.yaml declares (unless given); ``env`` values reach the
+    container by name only (never on a command line); ``command``: entry point and arguments instead of the
+    image's, as an orchestrator gives them."""
     resources = APP_YAML["resources"]
-    memory = str(resources["memory"]).replace("Gi", "g")
+    memory = str(memory or resources["memory"]).replace("Gi", "g")
     names = [a for name in (env or {}) for a in ("-e", name)]
+    entrypoint = ["--entrypoint", command[0]] if command else []
     t = time.monotonic()
     proc = docker("run", "--rm", "--network", network, "--user", f"{UID}:{UID}", "--read-only",
-                  "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(resources["cpu"]), "--memory", memory,
-                  "-v", f"{study}:/var/holoscan/input:ro", "-v", f"{out}:/var/holoscan/output", *names, IMAGE,
-                  timeout=timeout, env=dict(os.environ, **(env or {})))
+                  "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(cpus or resources["cpu"]), "--memory", memory,
+                  "-v", f"{study}:{input_path}:ro", "-v", f"{out}:{output_path}", *names, *entrypoint, IMAGE,
+                  *command[1:], timeout=timeout, env=dict(os.environ, **(env or {})))
     proc.seconds = time.monotonic() - t
     return proc
 
@@ -118,7 +122,8 @@ def test_labels_manifests_and_size(image):
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
-    app_json, pkg_json = json.loads(cat(env["HOLOSCAN_APP_MANIFEST_PATH"])), json.loads(cat(env["HOLOSCAN_PKG_MANIFEST_PATH"]))
+    app_json = json.loads(cat(env["HOLOSCAN_APP_MANIFEST_PATH"]))
+    pkg_json = json.loads(cat(env["HOLOSCAN_PKG_MANIFEST_PATH"]))
     assert json.loads(app_json["command"]) == ["python3", "/opt/holoscan/app"]
     assert app_json["version"] == pkg_json["version"] == str(APP_YAML["application"]["version"])
     assert app_json["sdk"] == "monai-deploy" and app_json["sdkVersion"] == labels["org.monai.deploy.app-sdk"]
@@ -126,7 +131,7 @@ def test_labels_manifests_and_size(image):
     assert app_json["environment"]["HOLOSCAN_CONFIG_PATH"] == env["HOLOSCAN_CONFIG_PATH"]
     assert pkg_json["resources"] == APP_YAML["resources"]
     assert pkg_json["models"] == {"nnUNet": "/opt/holoscan/models/nnUNet"}
-    assert yaml.safe_load(cat(env["HOLOSCAN_CONFIG_PATH"])) == APP_YAML
+    assert yaml.safe_load(cat(env["HOLOSCAN_CONFIG_PATH"])) == APP_YAML, "app.yaml changed since the build: make image"
     # the SDK's tools script still answers `show`
     show = docker("run", "--rm", "--network", "none", IMAGE, "show", "pkg")
     assert show.returncode == 0 and '"modelRoot": "/opt/holoscan/models"' in show.stdout, show.stdout + show.stderr
@@ -157,14 +162,41 @@ def test_demo_study_offline_read_only_non_root(image, demo_study, tmp_path):
     assert len(segs) == 1 and len(labels) == 1
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "succeeded" and report["exit_code"] == 0
-    assert sorted(report["outputs"]) == sorted(p.name for p in segs + labels)
+    assert {p.name for p in segs + labels} <= set(report["outputs"])
+    assert all((out / rel).is_file() for rel in report["outputs"])
     assert report["delivery"]["configured"] is False
     seg = pydicom.dcmread(segs[0])
     assert seg.Modality == "SEG" and len(seg.SegmentSequence) >= 10
     assert_owned_by_uid(out)
-    # start-up is clean: the stack limit is raised before Holoscan starts, nothing wants a writable root
-    assert not re.search(r"stack size|Read-only file system|Permission denied", log, re.I), log[-4000:]
+    assert_clean_start(log)
     print(f"container run: {proc.seconds:.1f} s (app's own wall time {report['wall_seconds']} s)")
+
+
+def assert_clean_start(log):
+    """The stack limit is raised before Holoscan starts; nothing wants a writable root file system."""
+    assert not re.search(r"stack size|Read-only file system|Permission denied", log, re.I), log[-4000:]
+
+
+def test_runs_as_the_argo_template_runs_it(image, demo_study, tmp_path):
+    """MONAI Deploy Express runs the MAP through deploy/argo/spine-seg-cpu.yaml: its image, its command (which
+    bypasses the image's entry point), its variables, paths and limits."""
+    template = yaml.safe_load((ROOT / "deploy" / "argo" / "spine-seg-cpu.yaml").read_text())
+    step = next(t for t in template["spec"]["templates"] if "container" in t)
+    container = step["container"]
+    assert container["image"] == IMAGE
+    limits = container["resources"]["limits"]
+    out = output_folder(tmp_path)
+    proc = run_map(demo_study, out, command=container["command"],
+                   env={e["name"]: e["value"] for e in container["env"]},
+                   cpus=min(float(limits["cpu"]), os.cpu_count()), memory=limits["memory"],
+                   input_path=step["inputs"]["artifacts"][0]["path"],
+                   output_path=step["outputs"]["artifacts"][0]["path"])
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert len(list(out.glob("*_seg.dcm"))) == 1
+    assert json.loads((out / "report.json").read_text())["status"] == "succeeded"
+    assert_owned_by_uid(out)
+    assert_clean_start(log)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +208,7 @@ def pacs(tmp_path_factory):
         yield {"url": url + "/dicom-web", "user": user, "password": password}
         return
     if shutil.which("Orthanc") is None:
-        pytest.skip("no Orthanc: .ci/run starts one (SPINESEG_TEST_ORTHANC); or apt-get install orthanc orthanc-dicomweb")
+        pytest.skip("no Orthanc: .ci/run starts one (SPINESEG_TEST_ORTHANC), or apt-get install orthanc-dicomweb")
     server = OrthancServer(tmp_path_factory.mktemp("orthanc_container")).start()
     try:
         yield {"url": server.url, "user": server.USER, "password": server.PASSWORD}
