@@ -9,7 +9,7 @@ DEMO   := demo
 PKG_VENV  := .venv-package
 PKG_STAMP := $(PKG_VENV)/.installed-holoscan-cli-4.2.0
 
-.PHONY: venv demo test models package image image-test clean
+.PHONY: venv demo test ohif models package image image-test clean
 
 venv: $(STAMP)
 
@@ -30,8 +30,15 @@ demo: $(STAMP)
 	@echo "Label map (NIfTI):           $$(ls $(DEMO)/output/*_labels.nii.gz)"
 	@echo "Report:                      $(DEMO)/output/report.json"
 
-test: $(STAMP) $(PKG_STAMP)
+test: $(STAMP) $(PKG_STAMP) ohif
 	$(BIN)/python -m pytest -q tests
+
+# OHIF v3 (static builds from npm) and playwright-core for tests/test_ohif_display.py, in build/ohif. Without
+# node/npm or the registry this warns and the browser test skips (it fails under CI=true; .ci/run installs them).
+ohif:
+	@if command -v npm >/dev/null && command -v node >/dev/null; then tests/browser/fetch_ohif.sh \
+	  || echo "WARNING: could not install OHIF/playwright-core into build/ohif; the browser test will say so"; \
+	else echo "note: node/npm not found; the OHIF browser test will be skipped (apt-get install nodejs npm chromium)"; fi
 
 $(PKG_STAMP):
 	test -x $(PKG_VENV)/bin/python || $(PYTHON) -m venv $(PKG_VENV)

@@ -221,6 +221,11 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
         transfer_syntax_uid=transfer_syntax,
         omit_empty_frames=True,
     )
+    if encoding == "LABELMAP":
+        # highdicom describes the background as segment 0, first in the Segment Sequence. The background is
+        # optional in a LABELMAP SEG (PS3.3 C.8.20.2: Pixel Padding Value 0 marks it), and OHIF v3 gives each
+        # segment the colour of the item at its number's position, so with that item every colour shifts by one.
+        seg.SegmentSequence = [item for item in seg.SegmentSequence if int(item.SegmentNumber) != 0]
     seg.SeriesDescription = description
     if settings.institution_name:
         seg.InstitutionName = settings.institution_name
