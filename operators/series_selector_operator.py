@@ -7,7 +7,9 @@ from .base import SpineSegOperator
 
 
 class SpineSeriesSelectorOperator(SpineSegOperator):
-    """Input ``scan``; output ``series``: list of :class:`spineseg.dicom_input.SeriesInfo`."""
+    """Input ``scan``; output ``series``: (chosen series, every series of the study), both lists of
+    :class:`spineseg.dicom_input.SeriesInfo` (the study lets a series without a landmark be labelled with
+    a partner series)."""
 
     def setup(self, spec: OperatorSpec):
         spec.input("scan")
@@ -15,4 +17,4 @@ class SpineSeriesSelectorOperator(SpineSegOperator):
 
     def compute(self, op_input, op_output, context):
         scan = op_input.receive("scan")
-        op_output.emit(choose_series(scan, self.config, self.report), "series")
+        op_output.emit((choose_series(scan, self.config, self.report), scan.series), "series")

@@ -1,13 +1,14 @@
 """Loads each chosen series' pixels and runs TotalSpineSeg on it, in process."""
 from monai.deploy.core import OperatorSpec
 
-from spineseg.pipeline import get_models, load_series, segment
+from spineseg.pipeline import get_models, load_series, segment_series
 
 from .base import SpineSegOperator
 
 
 class TotalSpineSegOperator(SpineSegOperator):
-    """Input ``series``; output ``results``: list of (Volume, SegmentationResult).
+    """Input ``series``: (chosen, study) from the selector; output ``results``: list of (Volume,
+    SegmentationResult, models).
 
     The models load on the first compute and stay loaded for the life of the process.
     """
@@ -17,10 +18,10 @@ class TotalSpineSegOperator(SpineSegOperator):
         spec.output("results")
 
     def compute(self, op_input, op_output, context):
-        chosen = op_input.receive("series")
+        chosen, study = op_input.receive("series")
         models = get_models(self.config, self.report)
         results = []
         for series in chosen:
             volume = load_series(series, self.config, self.report)
-            results.append((volume, segment(volume, models, self.report), models))
+            results.append((volume, segment_series(volume, study, models, self.config, self.report), models))
         op_output.emit(results, "results")

@@ -34,6 +34,9 @@ STEP1_LABELLING = dict(**DISC_LANDMARKS, canal_labels=[8], canal_output_label=2,
 STEP2_LABELLING = dict(**DISC_LANDMARKS, vertebrae_labels=[7, 8, 9], vertebrae_landmark_output_labels=[13, 21, 41, 50],
                        vertebrae_extra_labels=[6], canal_labels=[10], canal_output_label=2, cord_labels=[11],
                        cord_output_label=1, sacrum_labels=[9], sacrum_output_label=50)
+# with a localizer (totalspineseg --loc): landmarks come from the localizer's labels first, then only C2-C3 and
+# L5-S1 of the image itself, as the reference command passes them
+WITH_LOCALIZER = dict(selected_disc_landmarks=[2, 5], loc_disc_labels=list(range(63, 101)))
 FILL_CANAL = dict(canal_label=2, cord_label=1, largest_canal=True, largest_cord=True)
 ALL_DISC_OUTPUT_LABELS = list(range(63, 101))
 
@@ -211,10 +214,13 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     numbering: Numbering | None = None    # anchors, landmark agreement, variants (spineseg.numbering)
+    partner: dict | None = None           # the series of the study whose labels named the levels (--loc)
 
 
-def _iterative_label(seg: nib.Nifti1Image, step: str, **params) -> nib.Nifti1Image:
-    """totalspineseg's labelling; its "no landmark" ValueError becomes a specific input error."""
+def _iterative_label(seg: nib.Nifti1Image, step: str, localizer: nib.Nifti1Image | None = None,
+                     **params) -> nib.Nifti1Image:
+    """totalspineseg's labelling (with a localizer's labels when given, as ``--loc``); its "no landmark"
+    ValueError becomes a specific input error."""
     import copy
 
     import totalspineseg as tss
@@ -222,9 +228,9 @@ def _iterative_label(seg: nib.Nifti1Image, step: str, **params) -> nib.Nifti1Ima
     # iterative_label drops the landmarks it discards from the list it is given
     # (selected_disc_landmarks.remove(...)): each call gets its own copy, or one series (any lumbar
     # one drops C2-C3) would change how every later series in the process is labelled.
-    params = copy.deepcopy(params)
+    params = copy.deepcopy({**params, **(WITH_LOCALIZER if localizer is not None else {})})
     try:
-        return tss.iterative_label(seg, **params)
+        return tss.iterative_label(seg, localizer, **params)
     except ValueError as exc:
         if "landmark" not in str(exc):
             # e.g. no spinal canal to sort the discs along: the segmentation cannot be labelled
@@ -274,12 +280,21 @@ def integer_storage_dtype(array: np.ndarray) -> type | None:
     return None
 
 
+def localizer_image(labels: np.ndarray, affine_lps: np.ndarray) -> nib.Nifti1Image:
+    """A labelled partner series as ``--loc`` reads it: the final labels on their own grid, affine as stored."""
+    return _nifti(np.asarray(labels, np.uint8), lps_to_ras(affine_lps))
+
+
 def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
-                   on_stage: Callable[[str, float], None] | None = None) -> SegmentationResult:
+                   on_stage: Callable[[str, float], None] | None = None,
+                   localizer: nib.Nifti1Image | None = None, localizer_name: str | None = None
+                   ) -> SegmentationResult:
     """Final TotalSpineSeg labels for a volume, on the volume's own grid.
 
-    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm). Raises :class:`InputError`
-    ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference command does.
+    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm). ``localizer`` (``localizer_image``
+    of a labelled series of the same Frame of Reference) names the levels as ``totalspineseg --loc``
+    does. Raises :class:`InputError` ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference
+    command does.
     """
     import totalspineseg as tss
 
@@ -312,7 +327,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
 
     t = time.perf_counter()
     s1 = tss.largest_component(step1, binarize=True, dilate=5)
-    s1 = _iterative_label(s1, "Step 1", **STEP1_LABELLING)
+    s1 = _iterative_label(s1, "Step 1", localizer, **STEP1_LABELLING)
     if not np.asanyarray(s1.dataobj).any():
         raise InputError("NO_SPINE_FOUND", "Step 1 found no spine in the chosen series: the images are likely "
                          "too different from the training data (not a spine MRI, or very low quality).")
@@ -333,7 +348,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     t = time.perf_counter()
     s2 = tss.largest_component(step2, binarize=True, dilate=5)
     s2_network = np.asanyarray(s2.dataobj)
-    s2 = _iterative_label(s2, "Step 2", **STEP2_LABELLING)
+    s2 = _iterative_label(s2, "Step 2", localizer, **STEP2_LABELLING)
     s2_labelled = np.asanyarray(s2.dataobj)
     s2 = tss.fill_canal(s2, **FILL_CANAL)
     s2 = tss.transform_seg2image(iso, s2)
@@ -341,5 +356,6 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     labels = np.asanyarray(final.dataobj).round().astype(np.uint8)
     stage("step2_postprocess", t)
     # what the numbering rests on and what contradicts it (reads the arrays, changes nothing)
-    numbering = assess_numbering(s2_network, s2_labelled, STEP2_LABELLING, labels, affine_lps)
+    numbering = assess_numbering(s2_network, s2_labelled, {**STEP2_LABELLING, **(WITH_LOCALIZER if localizer else {})},
+                                 labels, affine_lps, anchored_by=localizer_name if localizer is not None else None)
     return SegmentationResult(labels, timings, numbering=numbering)

@@ -185,15 +185,17 @@ def _rank(value: int) -> int:
 
 
 def assess(network: np.ndarray, labelled: np.ndarray, params: dict,
-           final: np.ndarray | None = None, affine_lps: np.ndarray | None = None) -> Numbering:
+           final: np.ndarray | None = None, affine_lps: np.ndarray | None = None,
+           anchored_by: str | None = None) -> Numbering:
     """Numbering provenance of one labelled step.
 
     ``network``/``labelled``: the step's network output as iterative_label received it and the
     labels it returned, on one grid; ``final``/``affine_lps``: the final label map on the source
-    grid, for the field-of-view edges.
+    grid, for the field-of-view edges; ``anchored_by``: the partner series whose labels named the levels
+    (``--loc``), which then comes first among the anchors.
     """
     landmarks = find_landmarks(network, labelled, params)
-    anchors = choose_anchors(landmarks, params)
+    anchors = ([anchored_by] if anchored_by else []) + choose_anchors(landmarks, params)
     for lm in landmarks:
         lm.anchor = lm.name in anchors
     values = set(np.unique(labelled if final is None else final).tolist())

@@ -11,8 +11,10 @@ from . import APP_NAME, __version__
 from .atomic import write_dicom_atomic, write_json_atomic
 from .delivery import deliver_all
 from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, scan_dicom
-from .errors import DeliveryError
-from .inference import ModelPair, SegmentationResult, load_models, segment_volume
+from . import logsafe
+from .errors import DeliveryError, InputError
+from .inference import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
+from .localizer import partner_candidates
 from .measurements import measure_levels, measurements_table
 from .report import RunReport, structures_found
 from .review_image import render_review, write_png
@@ -67,6 +69,45 @@ def segment(volume: Volume, models: ModelPair, report: RunReport) -> Segmentatio
     return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage)
 
 
+def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, cfg: AppConfig,
+                   report: RunReport) -> SegmentationResult:
+    """Segment ``volume``; when it shows no landmark disc, let a partner series of the same study and Frame
+    of Reference (a localizer, another station) name its levels, as ``totalspineseg --loc`` does."""
+    try:
+        return segment(volume, models, report)
+    except InputError as exc:
+        if exc.code != "NO_LEVEL_LANDMARK":
+            raise
+        no_landmark = exc
+    candidates, refused = partner_candidates(volume.series, study)
+    for partner in candidates:
+        name = f"series {partner.series_number} ({partner.description or 'no description'})"
+        log.info("series %s has no landmark; labelling it with the help of %s", volume.series.series_number,
+                 logsafe.escape(name))
+        try:
+            with report.stage("partner"):
+                partner_volume = load_volume(partner, cfg.max_voxels)
+                anchor = segment_volume(partner_volume.array, partner_volume.affine, models)
+                loc = localizer_image(anchor.labels, partner_volume.affine)
+            result = segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage,
+                                    localizer=loc, localizer_name=name)
+        except InputError as err:
+            refused.append(f"{name}: {err.code} ({err.message.split(';')[0]})")
+            continue
+        if result.numbering is not None and anchor.numbering is not None:
+            result.numbering.notes.append(f"levels named from {name}, itself numbered from "
+                                          f"{' and '.join(anchor.numbering.anchors) or 'no landmark'} "
+                                          f"(confidence {anchor.numbering.confidence})")
+        result.partner = {"series_instance_uid": partner.series_uid, "series_number": partner.series_number,
+                          "series_description": partner.description,
+                          "anchors": anchor.numbering.anchors if anchor.numbering else [],
+                          "confidence": anchor.numbering.confidence if anchor.numbering else None}
+        return result
+    raise InputError("NO_LEVEL_LANDMARK", no_landmark.message + " No other series of the study could name its "
+                     "levels" + (": " + "; ".join(refused) if refused else " (the study holds no other series)") + ".",
+                     series_uid=volume.series.series_uid) from no_landmark
+
+
 def output_stem(volume: Volume, taken: set[str]) -> str:
     number = volume.series.series_number
     stem = f"series-{number:03d}" if number is not None else "series"
@@ -93,6 +134,8 @@ def write_results(volume: Volume, result: SegmentationResult, models: ModelPair,
     numbering = result.numbering
     if numbering is not None:
         entry["numbering"] = numbering.as_dict()
+        if result.partner:
+            entry["numbering"]["anchored_by"] = result.partner    # the series whose labels named the levels
         log.info("series %s: %s", volume.series.series_number, numbering.summary)
         for w in numbering.warnings:
             report.warn(f"series {volume.series.series_number}: {w}")
@@ -194,7 +237,7 @@ def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
     taken: set[str] = set()
     for series in chosen:
         volume = load_series(series, cfg, report)
-        result = segment(volume, models, report)
+        result = segment_series(volume, scan.series, models, cfg, report)
         report.processed.append(write_results(volume, result, models, cfg, report, output_stem(volume, taken)))
         del volume, result
     deliver_results(cfg, report)

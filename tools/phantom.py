@@ -70,7 +70,10 @@ def disc_labels_below(names: list[str]) -> dict[str, int]:
 DISC_BELOW = disc_labels_below(VERTEBRA_NAMES)  # vertebra name -> label of the disc under it (usual spine)
 DISC_LABELS = sorted(set(DISC_BELOW.values()) | set(disc_labels_below(spine_names(12, 6)).values()))
 ALL_LABELS = [CORD, CANAL] + list(VERTEBRA_LABELS.values()) + [SACRUM] + DISC_LABELS
-FOV_KINDS = ("cervical", "lumbar", "whole", "cervicothoracic", "thoracolumbar")
+FOV_KINDS = ("cervical", "lumbar", "whole", "cervicothoracic", "thoracolumbar")   # drawn when fov is None
+# fields of view only on request: a thoracic series holds no landmark disc (C2-C3 .. L5-S1), so it can only be
+# numbered with the help of another series of the study (a localizer or another station)
+EXTRA_FOVS = ("thoracic",)
 
 # T2-like tissue intensities (arbitrary units, jittered per case)
 T2_TISSUES = {
@@ -239,8 +242,10 @@ def make_phantom(seed: int, fov: str | None = None, variant: str = "normal") -> 
         fov_z = (m(10, 30), mid_of(str(rng.choice(["T7", "T8", "T9"]))))
     elif fov == "thoracolumbar":
         fov_z = (mid_of(str(rng.choice(["T4", "T5", "T6"]))), sacrum_bottom + m(0, 40))
+    elif fov == "thoracic":
+        fov_z = (mid_of(str(rng.choice(["T2", "T3"]))), mid_of(str(rng.choice(["T10", "T11"][:n_thoracic - 9]))))
     else:
-        raise ValueError(f"unknown field of view {fov!r}; choose one of {FOV_KINDS}")
+        raise ValueError(f"unknown field of view {fov!r}; choose one of {FOV_KINDS + EXTRA_FOVS}")
     bias = tuple(rng.uniform(-0.25, 0.25, size=3)) + (float(rng.uniform(80, 200)),)
     return Phantom(
         seed=seed, levels=levels, sacrum_top=sacrum_top, sacrum_bottom=sacrum_bottom,
@@ -520,7 +525,7 @@ def _uid(seed: int, *parts) -> str:
 def write_dicom_series(image: np.ndarray, geom: SeriesGeometry, out_dir: Path, seed: int, *,
                        series_number: int = 5, series_description: str = "T2 SAG",
                        study_uid: str | None = None, patient_id: str | None = None,
-                       body_part: str = "SPINE", shuffle: bool = False) -> list[Path]:
+                       body_part: str = "SPINE", shuffle: bool = False, localizer: bool = False) -> list[Path]:
     """Write ``image`` (slice, row, column) as an MR Image Storage series, one file per slice."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -544,7 +549,7 @@ def write_dicom_series(image: np.ndarray, geom: SeriesGeometry, out_dir: Path, s
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"] if localizer else ["ORIGINAL", "PRIMARY", "M", "NONE"]
         ds.SOPClassUID = MRImageStorage
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
@@ -621,10 +626,38 @@ def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "s
             "ground_truth": out_dir / "ground_truth.nii.gz", "labels": labels, "image": image}
 
 
+def write_localizer_study(seed: int, out_dir: Path, fov: str = "thoracic", variant: str = "normal",
+                          slice_thickness: float = 3.0, pixel: float = 1.0, localizer_fov: str = "whole",
+                          localizer_slices: tuple[float, float] = (5.0, 2.0), shift_localizer_mm: float = 0.0) -> dict:
+    """One study, one Frame of Reference: a T2 series over ``fov`` and a low-resolution sagittal localizer
+    over ``localizer_fov`` (ImageType LOCALIZER; ``localizer_slices`` = slice thickness and pixel, mm), each
+    with its ground truth. ``shift_localizer_mm`` moves the localizer head-ward in patient space (a
+    localizer that does not overlap the T2 series, for tests). Folders: ``t2/`` and ``localizer/``."""
+    import nibabel as nib
+
+    out_dir = Path(out_dir)
+    study_uid = _uid(seed, "study")
+    series = {}
+    for name, this_fov, thick, px, number, description, loc in (
+            ("t2", fov, slice_thickness, pixel, 5, "T2 SAG", False),
+            ("localizer", localizer_fov, localizer_slices[0], localizer_slices[1], 1, "LOC SAG SPINE", True)):
+        ph = make_phantom(seed, this_fov, variant)
+        if loc and shift_localizer_mm:
+            ph.fov_z = (ph.fov_z[0] + shift_localizer_mm, ph.fov_z[1] + shift_localizer_mm)
+        geom = series_geometry(ph, "sagittal", thick, px)
+        image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(thick))
+        files = write_dicom_series(image, geom, out_dir / name / "dicom", seed, series_number=number,
+                                   series_description=description, study_uid=study_uid, localizer=loc)
+        nib.save(nib.Nifti1Image(labels, lps_to_ras(geom.affine)), out_dir / name / "ground_truth.nii.gz")
+        series[name] = {"phantom": ph, "geometry": geom, "dicom_files": files, "labels": labels,
+                        "ground_truth": out_dir / name / "ground_truth.nii.gz"}
+    return series
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fov", choices=FOV_KINDS, default=None)
+    p.add_argument("--fov", choices=FOV_KINDS + EXTRA_FOVS, default=None)
     p.add_argument("--plane", choices=list(PLANES), default="sagittal")
     p.add_argument("--slice-thickness", type=float, default=1.0)
     p.add_argument("--pixel", type=float, default=1.0)
