@@ -107,6 +107,9 @@ def wheelhouse() -> Path:
                     "-r", str(partial / "requirements.txt"), "-c", str(partial / "constraints.txt")],
                    check=True, timeout=3600)
     lock = sorted(wheel_name_version(p.name) for p in partial.glob("*.whl"))
+    if "torch==" in "".join(lock) and not [ln for ln in lock if ln.startswith("torch==") and ln.endswith("+cpu")]:
+        raise SystemExit("error: the wheelhouse got a CUDA build of torch (several GB more in the image). Give pip "
+                         "the CPU build, e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu, and rerun")
     (partial / "requirements.lock").write_text("\n".join(lock) + "\n")
     shutil.rmtree(house, ignore_errors=True)
     partial.rename(house)
