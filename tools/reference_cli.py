@@ -33,14 +33,19 @@ def phantom_nifti(seed: int, fov: str, slice_mm: float, pixel_mm: float) -> tupl
 
     Rendered as :func:`phantom.write_case` renders its DICOM series (thick slices oversampled).
     """
-    ph = P.make_phantom(seed, fov)
+    return phantom_series_nifti(P.make_phantom(seed, fov), slice_mm, pixel_mm)
+
+
+def phantom_series_nifti(ph, slice_mm: float, pixel_mm: float) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """:func:`phantom_nifti` of a given phantom (e.g. one field of view of a multi-series study)."""
     geom = P.series_geometry(ph, "sagittal", slice_mm, pixel_mm)
     image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(slice_mm))
     stored = np.clip(np.round(image), 0, 32767).astype(np.int16)
     return nib.Nifti1Image(stored, P.lps_to_ras(geom.affine)), truth
 
 
-def command(source: Path, output_dir: Path, data_dir: Path, workers: int | None = None) -> list[str]:
+def command(source: Path, output_dir: Path, data_dir: Path, workers: int | None = None,
+            loc: Path | None = None) -> list[str]:
     """The command line: both steps on the CPU, keeping only ``step2_output`` (the final labels).
 
     ``source`` is one ``.nii.gz`` or a folder of them; ``workers`` caps its worker processes
@@ -50,6 +55,8 @@ def command(source: Path, output_dir: Path, data_dir: Path, workers: int | None 
            "--keep-only", "step2_output", "--quiet"]
     if workers is not None:
         cmd += ["--max-workers", str(workers), "--max-workers-nnunet", str(workers)]
+    if loc is not None:                      # a labelled localizer (its step2_output) names the levels
+        cmd += ["--loc", str(loc)]
     return cmd
 
 
