@@ -28,6 +28,9 @@ demo: $(STAMP)
 	@echo "Demo study (phantom DICOM):  $(DEMO)/study/dicom"
 	@echo "DICOM SEG:                   $$(ls $(DEMO)/output/*_seg.dcm)"
 	@echo "Label map (NIfTI):           $$(ls $(DEMO)/output/*_labels.nii.gz)"
+	@echo "Measurements (DICOM SR):     $$(ls $(DEMO)/output/*_measurements_sr.dcm)"
+	@echo "Review picture (PNG):        $$(ls $(DEMO)/output/*_review.png)"
+	@echo "Review picture (DICOM SC):   $$(ls $(DEMO)/output/*_review_sc.dcm)"
 	@echo "Report:                      $(DEMO)/output/report.json"
 
 test: $(STAMP) $(PKG_STAMP) ohif
