@@ -243,10 +243,12 @@ def deliver(files: list[Path], dest, policy: RetryPolicy, sleep=time.sleep) -> d
             reason = str(exc)
             entry = {"status": "failed", "retryable": False}
             break
-        except (Transient, DeadlinePassed) as exc:
-            reason = str(exc) or f"no complete answer from {dest.name} within {attempt.deadline - started:.1f} s"
-            if isinstance(exc, DeadlinePassed) and attempt.deadline < end:
-                reason = f"no complete answer from {dest.name} within the {dest.timeout:g} s attempt timeout"
+        except Transient as exc:
+            reason = str(exc)
+        except DeadlinePassed:
+            bound = f"the {dest.timeout:g} s attempt timeout" if attempt.deadline < end else \
+                f"the {policy.total_seconds:g} s delivery bound"
+            reason = f"no complete answer from {dest.name} within {bound}"
         except Exception as exc:   # a library fault is a delivery failure, not a crash
             reason = f"unexpected {type(exc).__name__} sending to {dest.name}: {exc}"
             entry = {"status": "failed", "retryable": False}

@@ -250,7 +250,7 @@ class AppConfig:
     models_dir: Path = DEFAULT_MODELS
     device: str = "auto"                       # auto | cpu | cuda
     model_release: str = "auto"                # auto (newest installed release, else bundled) | direct | rYYYYMMDD
-    max_voxels: int = 200_000_000
+    max_voxels: int = 48_000_000
     seg: SegSettings = field(default_factory=SegSettings)
     selection: SelectionRules = field(default_factory=SelectionRules)
     destinations: list = field(default_factory=list)
@@ -291,7 +291,7 @@ class AppConfig:
             raise bad_setting(f"unknown setting in spineseg.seg or spineseg.selection ({exc})") from None
         cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
                   device=device, model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
-                  max_voxels=to_int("SPINESEG_MAX_VOXELS", s.get("max_voxels", 200_000_000), 1, 10**11),
+                  max_voxels=to_int("SPINESEG_MAX_VOXELS", s.get("max_voxels", 48_000_000), 1, 10**11),
                   seg=seg_settings, selection=selection)
         cfg.destinations = destinations_from_settings(s, env)
         cfg.retry = policy_from_settings(s, env)

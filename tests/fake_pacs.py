@@ -104,7 +104,7 @@ class FakeStoreSCP:
         from pynetdicom.sop_class import SegmentationStorage
         self.status, self.stop, self.calls = status, threading.Event(), 0
         ae = AE(ae_title="FAKEPACS")
-        for ctx in contexts or [SegmentationStorage]:
+        for ctx in contexts or [SegmentationStorage, "1.2.840.10008.5.1.4.1.1.66.7"]:   # and Label Map Segmentation
             ae.add_supported_context(ctx)
         if require_calling_aet:
             ae.require_calling_aet = require_calling_aet
