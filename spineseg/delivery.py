@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pydicom
 
 from .deadline import Attempt, DeadlinePassed, deadline_adapter, run_before
+from .errors import SpineSegError
 
 log = logging.getLogger("spineseg")
 
@@ -249,6 +250,8 @@ def deliver(files: list[Path], dest, policy: RetryPolicy, sleep=time.sleep) -> d
             bound = f"the {dest.timeout:g} s attempt timeout" if attempt.deadline < end else \
                 f"the {policy.total_seconds:g} s delivery bound"
             reason = f"no complete answer from {dest.name} within {bound}"
+        except SpineSegError:      # ours, e.g. INTERRUPTED by a signal: not a fault of this destination
+            raise
         except Exception as exc:   # a library fault is a delivery failure, not a crash
             reason = f"unexpected {type(exc).__name__} sending to {dest.name}: {exc}"
             entry = {"status": "failed", "retryable": False}

@@ -159,3 +159,16 @@ def test_bad_c_store_settings_are_bad_settings(env):
     with pytest.raises(SpineSegError) as err:
         destinations_from_settings({}, {"SPINESEG_CSTORE_HOST": "127.0.0.1", **env})
     assert err.value.code == "BAD_SETTING"
+
+
+def test_an_interrupted_delivery_ends_the_run_instead_of_retrying(small_seg, monkeypatch):
+    from spineseg.output_folder import Interrupted
+    calls = []
+
+    def interrupted(dest, datasets, attempt):
+        calls.append(1)
+        raise Interrupted("INTERRUPTED", "stopped by SIGTERM")
+    monkeypatch.setattr(delivery, "_stow_once", interrupted)
+    with pytest.raises(Interrupted):
+        deliver([small_seg], StowDestination("http://127.0.0.1:9/dicom-web"), RetryPolicy(max_attempts=5))
+    assert calls == [1]
