@@ -79,8 +79,14 @@ def check_inflated_size(fp: BoundedReader, limit: int) -> None:
     fp.seek(start)
 
 
+HEADER_DEFER_BYTES = 64 * 1024    # larger header values stay on disk until used (the scan keeps every header)
+
+
 def read_dataset(path: Path, *, headers_only: bool, limit: int = MAX_FILE_BYTES) -> pydicom.Dataset:
-    """``dcmread`` of ``path`` through :func:`open_regular`, deflated data sets size-checked first."""
+    """``dcmread`` of ``path`` through :func:`open_regular`, deflated data sets size-checked first.
+    For ``headers_only`` (the scan, which keeps every file's header), values over 64 KiB are not read
+    into memory: a study of many files with large private elements must not fill it."""
     with open_regular(path, limit) as fp:
         check_inflated_size(fp, limit)
-        return pydicom.dcmread(fp, stop_before_pixels=headers_only)
+        return pydicom.dcmread(fp, stop_before_pixels=headers_only,
+                               defer_size=HEADER_DEFER_BYTES if headers_only else None)

@@ -217,3 +217,19 @@ def test_bad_numeric_and_choice_settings_are_bad_settings(tmp_path, var, value):
     with pytest.raises(SpineSegError) as err:
         AppConfig.from_settings(tmp_path, tmp_path, None, {}, {var: value})
     assert err.value.code == "BAD_SETTING" and var in err.value.message
+
+
+def test_the_scan_does_not_hold_large_header_values(series_dir):
+    """The scan keeps every header; a 32 MiB private element in each file must stay on disk."""
+    for f in sorted(series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.add_new(0x00111010, "OB", b"\x01" * (32 * 1024**2))
+        ds.save_as(f)
+    tracemalloc.start()
+    try:
+        scan = scan_dicom(series_dir)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(scan.series[0].headers) == 6 and held < 16 * 1024**2, f"{held / 1024**2:.0f} MiB held"
+    assert load_volume(scan.series[0]).array.shape[0] == 6
