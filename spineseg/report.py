@@ -42,8 +42,9 @@ class RunReport:
     processed: list[dict] = field(default_factory=list)
     models: dict = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
-    delivery: dict = field(default_factory=lambda: {"configured": False, "destinations": [],
-                                                    "note": "no destination configured; nothing was sent"})
+    # until the delivery stage runs (or when the run ends before it), say that, not "nothing configured"
+    delivery: dict = field(default_factory=lambda: {"configured": None, "destinations": [],
+                                                    "note": "the run ended before delivery; nothing was sent"})
     error: dict | None = None
     output_folder: dict = field(default_factory=dict)
     name: str = REPORT_NAME                  # another name when the folder belongs to another run

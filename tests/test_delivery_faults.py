@@ -172,3 +172,21 @@ def test_an_interrupted_delivery_ends_the_run_instead_of_retrying(small_seg, mon
     with pytest.raises(Interrupted):
         deliver([small_seg], StowDestination("http://127.0.0.1:9/dicom-web"), RetryPolicy(max_attempts=5))
     assert calls == [1]
+
+
+def test_the_app_refuses_a_token_with_a_newline_before_any_work(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    (tmp_path / "in").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
+    env.update(SPINESEG_STOW_URL="http://127.0.0.1:9/dicom-web", SPINESEG_STOW_TOKEN=TOKEN + "\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                           "--engine", "plain"], capture_output=True, text=True, timeout=120, env=env)
+    text = (tmp_path / "out" / "report.json").read_text()
+    report = json.loads(text)
+    assert proc.returncode == 4 and report["error"]["code"] == "BAD_SETTING", proc.stderr[-2000:]
+    assert "SPINESEG_STOW_TOKEN" in report["error"]["message"]
+    assert TOKEN not in text + proc.stderr + proc.stdout
+    assert report["delivery"]["configured"] is not False      # it never claims nothing was configured
