@@ -116,3 +116,13 @@ def test_resend_sends_seg_sr_and_review_picture_and_refuses_a_swapped_sr(tmp_pat
         sent = len(pacs.requests)
     assert proc.returncode == 3 and "SEG_MISMATCH" in proc.stderr and "SR this run wrote" in proc.stderr
     assert sent == 0
+
+
+def test_resend_refuses_a_folder_a_run_holds(tmp_path, small_seg):
+    from spineseg.output_folder import lock_output
+    make_output(tmp_path / "out", small_seg)
+    uid = str(pydicom.dcmread(small_seg, stop_before_pixels=True).SOPInstanceUID)
+    with FakeStow("ok", uid) as pacs, lock_output(tmp_path / "out"):
+        proc = resend(tmp_path / "out", pacs.url)
+        sent = len(pacs.requests)
+    assert proc.returncode == 4 and "OUTPUT_BUSY" in proc.stderr and sent == 0, proc.stderr[-2000:]
