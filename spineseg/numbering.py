@@ -234,8 +234,10 @@ def _judge(n: Numbering, values: set[int]) -> None:
         n.flag("no anchor", "no landmark anchored the numbering; level names are not reliable")
     thoracic = [v for v in range(21, 33) if v in values]
     if n.anchors == ["L5-S1"] and thoracic:
-        n.notes.append(f"{level_name(thoracic[0])} to {level_name(thoracic[-1])} are named by counting up from "
-                       "L5-S1 assuming 12 thoracic vertebrae; this field of view cannot show the thoracic count")
+        which = (f"{level_name(thoracic[0])} is" if len(thoracic) == 1 else
+                 f"{level_name(thoracic[0])} to {level_name(thoracic[-1])} are")
+        n.notes.append(f"{which} named by counting up from L5-S1 assuming 12 thoracic vertebrae; this field of view "
+                       "cannot show the thoracic count")
     if n.warnings:
         n.confidence = "low"
     elif len(n.anchors) >= 2:

@@ -118,3 +118,12 @@ def test_field_of_view_edges_follow_the_head_foot_axis():
     assert field_of_view_edges(labels, affine) == (["L1"], ["Sacrum"])
     affine[:3, :3] = [[0, 0, 1], [1, 0, 0], [0, 1, 0]]    # flipped: row 0 is now inferior
     assert field_of_view_edges(labels, affine) == (["Sacrum"], ["L1"])
+
+
+def test_thoracic_levels_counted_up_from_the_sacrum_carry_a_note_not_a_warning():
+    network, labelled = blocks(lumbar(), {L5S1: 100})          # T12 named only by counting up from L5-S1
+    n = assess(network, labelled, STEP2_LABELLING)
+    assert n.confidence == "moderate" and n.warnings == []
+    assert n.notes == ["T12 is named by counting up from L5-S1 assuming 12 thoracic vertebrae; this field of "
+                       "view cannot show the thoracic count"]
+    assert n.as_dict()["notes"] == n.notes
