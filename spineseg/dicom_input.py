@@ -442,20 +442,31 @@ def check_size(series: SeriesInfo, shape: tuple[int, int, int], spacing_mm: tupl
                              series_uid=series.series_uid)
 
 
+def preflight(series: SeriesInfo, max_voxels: int | None = None) -> tuple[list[SliceRef], list[int], np.ndarray,
+                                                                         list[str]]:
+    """Every check made before decoding (one subject, a sound slice stack, the size as sent and at
+    1 mm), from the headers alone, so a series that cannot be processed is refused before the models
+    load or any pixel is read. Returns the slice refs, their order, the slice step and warnings."""
+    check_one_subject(series)
+    refs = slice_refs(series)
+    order, step_vec, warnings = check_stack(series, refs)
+    if max_voxels is not None:
+        first = refs[order[0]].geometry
+        dr, dc = (float(v) for v in first.PixelSpacing)
+        check_size(series, (len(order), int(first.Rows), int(first.Columns)),
+                   (float(np.linalg.norm(step_vec)), dr, dc), max_voxels)
+    return refs, order, step_vec, warnings
+
+
 def load_volume(series: SeriesInfo, max_voxels: int | None = None) -> Volume:
     """Decode the pixels of ``series`` into a float32 volume with its LPS affine.
 
     Classic series (one file per slice) and multi-frame Enhanced MR instances both work.
     """
-    check_one_subject(series)
-    refs = slice_refs(series)
-    order, step_vec, warnings = check_stack(series, refs)
+    refs, order, step_vec, warnings = preflight(series, max_voxels)
     first = refs[order[0]].geometry
     rows, cols = int(first.Rows), int(first.Columns)
     n = len(order)
-    if max_voxels is not None:
-        dr, dc = (float(v) for v in first.PixelSpacing)
-        check_size(series, (n, rows, cols), (float(np.linalg.norm(step_vec)), dr, dc), max_voxels)
     array = np.empty((n, rows, cols), np.float32)
     decoded: dict[Path, tuple[Dataset, np.ndarray]] = {}
     datasets: list[Dataset] = []

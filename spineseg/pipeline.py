@@ -10,7 +10,7 @@ from pathlib import Path
 from . import APP_NAME, __version__
 from .atomic import write_dicom_atomic, write_json_atomic
 from .delivery import deliver_all
-from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, scan_dicom
+from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, preflight, scan_dicom
 from . import logsafe
 from .errors import DeliveryError, InputError
 from .inference import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
@@ -44,6 +44,7 @@ def choose_series(scan: ScanResult, cfg: AppConfig, report: RunReport) -> list[S
     for c in chosen:
         log.info("chosen series %s (%s, %s, %d images)", c.series.series_number, c.plane, c.contrast,
                  c.series.n_images)
+        preflight(c.series, cfg.max_voxels)   # refuse what cannot be processed before the models load
     return [c.series for c in chosen]
 
 

@@ -233,3 +233,14 @@ def test_the_scan_does_not_hold_large_header_values(series_dir):
         tracemalloc.stop()
     assert len(scan.series[0].headers) == 6 and held < 16 * 1024**2, f"{held / 1024**2:.0f} MiB held"
     assert load_volume(scan.series[0]).array.shape[0] == 6
+
+
+def test_a_series_too_large_at_1mm_is_refused_before_the_models_load(series_dir, tmp_path):
+    from spineseg.pipeline import run_all
+    from spineseg.report import RunReport
+    from spineseg.settings import AppConfig
+    report = RunReport(tmp_path)
+    with pytest.raises(InputError) as err:
+        run_all(AppConfig(series_dir, tmp_path / "out", max_voxels=1_000_000), report)
+    assert err.value.code == "SERIES_TOO_LARGE" and "1 mm" in err.value.message
+    assert "select" in report.timings and "load_models" not in report.timings
