@@ -174,7 +174,7 @@ def _stow_results(response, datasets: list, answer: str) -> list[dict]:
 
 # --- C-STORE ----------------------------------------------------------------------------------
 def _cstore_once(dest: CStoreDestination, datasets: list, attempt: Attempt) -> list[dict]:
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     ae = AE(ae_title=dest.calling_aet)
     timeout = max(0.1, min(dest.timeout, attempt.remaining()))
@@ -185,11 +185,19 @@ def _cstore_once(dest: CStoreDestination, datasets: list, attempt: Attempt) -> l
     if dest.tls:
         ctx = ssl.create_default_context(cafile=dest.ca_bundle)
         tls = (ctx, dest.host)
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_aet, tls_args=tls)
+    rejection: dict = {}
+
+    def on_acse(event):                 # keep A-ASSOCIATE-RJ's result: 1 permanent, 2 transient
+        if getattr(event.primitive, "result", None) in (0x01, 0x02):
+            rejection["result"] = event.primitive.result
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_aet, tls_args=tls,
+                         evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)])
     attempt.on_cancel(lambda: assoc.abort())
     if not assoc.is_established:
+        if assoc.is_rejected and rejection.get("result") == 0x02:
+            raise Transient(f"{dest.name} rejected the association for now (transient: busy or over its limit)")
         if assoc.is_rejected:
-            raise Refused(f"association rejected by {dest.name}; check the AE titles")
+            raise Refused(f"association rejected by {dest.name} (permanent); check the AE titles")
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             raise Refused(f"{dest.name} accepts none of the SOP classes sent (presentation contexts rejected); "
                           "configure the PACS to store DICOM SEG")

@@ -99,7 +99,7 @@ class FakeStoreSCP:
     """A pynetdicom Storage SCP on 127.0.0.1 that answers every C-STORE with ``status``
     (``None``: never answers, until stopped), accepting only the SOP classes in ``contexts``."""
 
-    def __init__(self, status: int | None = 0x0000, contexts=None, require_calling_aet=None):
+    def __init__(self, status: int | None = 0x0000, contexts=None, require_calling_aet=None, max_associations=10):
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import SegmentationStorage
         self.status, self.stop, self.calls = status, threading.Event(), 0
@@ -108,6 +108,7 @@ class FakeStoreSCP:
             ae.add_supported_context(ctx)
         if require_calling_aet:
             ae.require_calling_aet = require_calling_aet
+        ae.maximum_associations = max_associations      # beyond it: rejected, transient (PS3.8 7.1.1.9)
         self.ae = ae
         self.server = ae.start_server(("127.0.0.1", 0), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])

@@ -93,6 +93,24 @@ def test_a_rejected_association_is_not_retried(small_seg):
     assert entry["status"] == "failed" and entry["retryable"] is False and entry["attempts"] == 1, entry
 
 
+def test_a_transient_association_rejection_is_retried(small_seg):
+    """A peer at its association limit rejects with result 2 (transient): worth retrying, bounded."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import SegmentationStorage
+    with FakeStoreSCP(max_associations=1) as scp:
+        holder = AE(ae_title="HOLDER")
+        holder.add_requested_context(SegmentationStorage)
+        held = holder.associate("127.0.0.1", scp.port, ae_title="FAKEPACS")
+        try:
+            assert held.is_established
+            entry = deliver([small_seg], CStoreDestination("127.0.0.1", scp.port, "FAKEPACS", timeout=5),
+                            RetryPolicy(max_attempts=2, initial_delay=0.1, total_seconds=10))
+        finally:
+            held.release()
+    assert entry["status"] == "failed" and entry["retryable"] is True and entry["attempts"] == 2, entry
+    assert "transient" in entry["reason"]
+
+
 def test_any_exception_is_a_failed_entry_without_secrets(small_seg, monkeypatch):
     def explode(dest, datasets, attempt):
         raise TypeError(f"library bug with header Bearer {TOKEN} for http://u:pw123@h/")
