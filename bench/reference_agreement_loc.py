@@ -1,6 +1,6 @@
 """Voxel agreement with `totalspineseg --loc`: a thoracic series labelled with the help of a localizer.
 
-The study of `phantom.write_localizer_study` (seed 5203: a thoracic T2, 3 mm / 1 mm, and a whole-spine
+The study of `phantom.write_study` (default LOCALIZER_STUDY, seed 5203: a thoracic T2, 3 mm / 1 mm, and a whole-spine
 sagittal localizer, 5 mm / 2 mm, in one Frame of Reference), both saved as int16 NIfTI. The reference:
 the unmodified command on the localizer, then on the T2 with `--loc` pointing at the localizer's final
 labels. Ours: `segment_volume` on the localizer, then on the T2 with `localizer=` those labels, in

@@ -20,8 +20,8 @@ class TotalSpineSegOperator(SpineSegOperator):
     def compute(self, op_input, op_output, context):
         chosen, study = op_input.receive("series")
         models = get_models(self.config, self.report)
-        results = []
+        results, done = [], {}
         for series in chosen:
             volume = load_series(series, self.config, self.report)
-            results.append((volume, segment_series(volume, study, models, self.config, self.report), models))
+            results.append((volume, segment_series(volume, study, models, self.config, self.report, done), models))
         op_output.emit(results, "results")

@@ -71,11 +71,20 @@ def segment(volume: Volume, models: ModelPair, report: RunReport) -> Segmentatio
 
 
 def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, cfg: AppConfig,
-                   report: RunReport) -> SegmentationResult:
+                   report: RunReport, done: dict | None = None) -> SegmentationResult:
     """Segment ``volume``; when it shows no landmark disc, let a partner series of the same study and Frame
-    of Reference (a localizer, another station) name its levels, as ``totalspineseg --loc`` does."""
+    of Reference (a localizer, another station) name its levels, as ``totalspineseg --loc`` does.
+
+    ``done`` (series UID -> (affine, result)) holds what this run segmented already: a station segmented
+    as another's partner is not segmented again, and the partner found there is reused.
+    """
+    done = {} if done is None else done
+    if volume.series.series_uid in done:
+        return done[volume.series.series_uid][1]
     try:
-        return segment(volume, models, report)
+        result = segment(volume, models, report)
+        done[volume.series.series_uid] = (volume.affine, result)
+        return result
     except InputError as exc:
         if exc.code != "NO_LEVEL_LANDMARK":
             raise
@@ -86,10 +95,14 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
         log.info("series %s has no landmark; labelling it with the help of %s", volume.series.series_number,
                  logsafe.escape(name))
         try:
-            with report.stage("partner"):
-                partner_volume = load_volume(partner, cfg.max_voxels)
-                anchor = segment_volume(partner_volume.array, partner_volume.affine, models)
-                loc = localizer_image(anchor.labels, partner_volume.affine)
+            if partner.series_uid not in done:
+                with report.stage("partner"):
+                    partner_volume = load_volume(partner, cfg.max_voxels)
+                    done[partner.series_uid] = (partner_volume.affine,
+                                                segment_volume(partner_volume.array, partner_volume.affine, models))
+                    del partner_volume
+            partner_affine, anchor = done[partner.series_uid]
+            loc = localizer_image(anchor.labels, partner_affine)
             result = segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage,
                                     localizer=loc, localizer_name=name)
         except InputError as err:
@@ -103,6 +116,7 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
                           "series_description": partner.description,
                           "anchors": anchor.numbering.anchors if anchor.numbering else [],
                           "confidence": anchor.numbering.confidence if anchor.numbering else None}
+        done[volume.series.series_uid] = (volume.affine, result)
         return result
     raise InputError("NO_LEVEL_LANDMARK", no_landmark.message + " No other series of the study could name its "
                      "levels" + (": " + "; ".join(refused) if refused else " (the study holds no other series)") + ".",
@@ -236,9 +250,10 @@ def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
     chosen = choose_series(scan, cfg, report)
     models = get_models(cfg, report)
     taken: set[str] = set()
+    done: dict = {}
     for series in chosen:
         volume = load_series(series, cfg, report)
-        result = segment_series(volume, scan.series, models, cfg, report)
+        result = segment_series(volume, scan.series, models, cfg, report, done)
         report.processed.append(write_results(volume, result, models, cfg, report, output_stem(volume, taken)))
         del volume, result
     deliver_results(cfg, report)

@@ -1,6 +1,8 @@
 """A series without a landmark disc is labelled with the help of a partner series of its study and Frame
 of Reference (a whole-spine localizer), as `totalspineseg --loc` does; without a usable partner the coded
 error stays, with the reason."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,9 @@ from spineseg.errors import InputError
 from spineseg.localizer import partner_candidates
 from spineseg.pipeline import AppConfig, run_all
 from spineseg.report import RunReport
+
+
+FAR_LOCALIZER = (P.LOCALIZER_STUDY[0], dataclasses.replace(P.LOCALIZER_STUDY[1], shift_mm=900.0))
 
 
 def named_correctly(labels, truth) -> tuple[int, int]:
@@ -36,7 +41,7 @@ def run(folder, out):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("localizer_study")
-    return root, P.write_localizer_study(5203, root)
+    return root, P.write_study(5203, root)
 
 
 def test_partner_must_share_study_and_frame_of_reference_and_overlap(study, tmp_path):
@@ -45,7 +50,7 @@ def test_partner_must_share_study_and_frame_of_reference_and_overlap(study, tmp_
     t2, loc = series[5], series[1]
     fits, refused = partner_candidates(t2, [t2, loc])
     assert fits == [loc] and refused == []
-    far = P.write_localizer_study(5203, tmp_path / "far", shift_localizer_mm=900.0)
+    P.write_study(5203, tmp_path / "far", FAR_LOCALIZER)
     far_loc = next(s for s in scan_dicom(tmp_path / "far").series if s.series_number == 1)
     fits, refused = partner_candidates(t2, [far_loc])
     assert fits == [] and "does not overlap series 5 in patient space" in refused[0]
@@ -78,8 +83,43 @@ def test_without_the_localizer_it_still_fails_with_no_level_landmark(study, tmp_
 
 
 def test_a_localizer_that_does_not_overlap_is_refused_with_the_reason(tmp_path):
-    P.write_localizer_study(5203, tmp_path / "study", shift_localizer_mm=900.0)
+    P.write_study(5203, tmp_path / "study", FAR_LOCALIZER)
     with pytest.raises(InputError) as err:
         run(tmp_path / "study", tmp_path / "out")
     assert err.value.code == "NO_LEVEL_LANDMARK"
     assert "series 1: does not overlap series 5 in patient space" in err.value.message
+
+
+def test_three_stations_get_three_segs_with_one_numbering(tmp_path):
+    """A whole-spine exam in three overlapping stations: one SEG per station; the thoracic one (no landmark)
+    is numbered from another station; where two stations see the same anatomy they name it the same."""
+    import nibabel as nib
+
+    from spineseg.dicom_input import load_volume
+    P.write_study(5203, tmp_path / "exam", P.STATIONS)
+    out = tmp_path / "out"
+    cfg = AppConfig.from_settings(tmp_path / "exam", out, None, {"selection": {"all_eligible": True}}, env={})
+    report = RunReport(out)
+    run_all(cfg, report)
+    entries = {e["series_number"]: e for e in report.processed}
+    assert sorted(entries) == [11, 12, 13] and all("seg" in e["outputs"] for e in entries.values())
+    assert entries[12]["numbering"]["anchored_by"]["series_number"] in (11, 13)
+    series = {s.series_number: s for s in scan_dicom(tmp_path / "exam").series}
+    grids = {}
+    for n, e in entries.items():
+        vol = load_volume(series[n])
+        grids[n] = (np.asarray(nib.load(out / e["outputs"]["label_map"]).dataobj), vol.affine)
+    shared = 0
+    for a, b in ((11, 12), (12, 13)):
+        la, aa = grids[a]
+        lb, ab = grids[b]
+        idx = np.argwhere((la >= 11) & (la <= 50))                  # vertebrae (and the sacrum) of station a
+        world = idx @ aa[:3, :3].T + aa[:3, 3]
+        jb = np.rint((world - ab[:3, 3]) @ np.linalg.inv(ab[:3, :3]).T).astype(int)
+        inside = np.all((jb >= 0) & (jb < lb.shape), axis=1)
+        va, vb = la[tuple(idx[inside].T)], lb[tuple(jb[inside].T)]
+        both = (vb >= 11) & (vb <= 50)
+        assert both.sum() > 1000, (a, b, both.sum())                # the stations really share anatomy
+        assert (va[both] == vb[both]).mean() >= 0.95, (a, b)
+        shared += int(both.sum())
+    assert shared > 0

@@ -626,31 +626,49 @@ def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "s
             "ground_truth": out_dir / "ground_truth.nii.gz", "labels": labels, "image": image}
 
 
-def write_localizer_study(seed: int, out_dir: Path, fov: str = "thoracic", variant: str = "normal",
-                          slice_thickness: float = 3.0, pixel: float = 1.0, localizer_fov: str = "whole",
-                          localizer_slices: tuple[float, float] = (5.0, 2.0), shift_localizer_mm: float = 0.0) -> dict:
-    """One study, one Frame of Reference: a T2 series over ``fov`` and a low-resolution sagittal localizer
-    over ``localizer_fov`` (ImageType LOCALIZER; ``localizer_slices`` = slice thickness and pixel, mm), each
-    with its ground truth. ``shift_localizer_mm`` moves the localizer head-ward in patient space (a
-    localizer that does not overlap the T2 series, for tests). Folders: ``t2/`` and ``localizer/``."""
+@dataclass
+class SeriesSpec:
+    """One series of a multi-series phantom study (same anatomy, study and Frame of Reference)."""
+
+    name: str                   # folder name under the study folder
+    fov: str
+    slice_thickness: float
+    pixel: float
+    series_number: int
+    description: str
+    localizer: bool = False
+    shift_mm: float = 0.0       # move the field of view head-ward (a series that overlaps nothing, for tests)
+
+
+LOCALIZER_STUDY = (SeriesSpec("t2", "thoracic", 3.0, 1.0, 5, "T2 SAG"),
+                   SeriesSpec("localizer", "whole", 5.0, 2.0, 1, "LOC SAG SPINE", localizer=True))
+# a whole-spine exam in three stations; each overlaps the next by a vertebra or more (the thoracic station is
+# moved 40 mm foot-ward and the lumbar one 40 mm head-ward so that they share the thoracolumbar junction)
+STATIONS = (SeriesSpec("station1", "cervicothoracic", 3.0, 1.0, 11, "T2 SAG STATION 1"),
+            SeriesSpec("station2", "thoracic", 3.0, 1.0, 12, "T2 SAG STATION 2", shift_mm=-40.0),
+            SeriesSpec("station3", "lumbar", 3.0, 1.0, 13, "T2 SAG STATION 3", shift_mm=40.0))
+
+
+def write_study(seed: int, out_dir: Path, specs=LOCALIZER_STUDY, variant: str = "normal") -> dict:
+    """Several series of one phantom in one study and Frame of Reference, each with its ground truth, in
+    ``out_dir/<spec.name>/dicom`` (default: a thoracic T2 and a low-resolution whole-spine localizer)."""
     import nibabel as nib
 
     out_dir = Path(out_dir)
     study_uid = _uid(seed, "study")
     series = {}
-    for name, this_fov, thick, px, number, description, loc in (
-            ("t2", fov, slice_thickness, pixel, 5, "T2 SAG", False),
-            ("localizer", localizer_fov, localizer_slices[0], localizer_slices[1], 1, "LOC SAG SPINE", True)):
-        ph = make_phantom(seed, this_fov, variant)
-        if loc and shift_localizer_mm:
-            ph.fov_z = (ph.fov_z[0] + shift_localizer_mm, ph.fov_z[1] + shift_localizer_mm)
-        geom = series_geometry(ph, "sagittal", thick, px)
-        image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(thick))
-        files = write_dicom_series(image, geom, out_dir / name / "dicom", seed, series_number=number,
-                                   series_description=description, study_uid=study_uid, localizer=loc)
-        nib.save(nib.Nifti1Image(labels, lps_to_ras(geom.affine)), out_dir / name / "ground_truth.nii.gz")
-        series[name] = {"phantom": ph, "geometry": geom, "dicom_files": files, "labels": labels,
-                        "ground_truth": out_dir / name / "ground_truth.nii.gz"}
+    for spec in specs:
+        ph = make_phantom(seed, spec.fov, variant)
+        if spec.shift_mm:
+            ph.fov_z = (ph.fov_z[0] + spec.shift_mm, ph.fov_z[1] + spec.shift_mm)
+        geom = series_geometry(ph, "sagittal", spec.slice_thickness, spec.pixel)
+        image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(spec.slice_thickness))
+        files = write_dicom_series(image, geom, out_dir / spec.name / "dicom", seed, series_number=spec.series_number,
+                                   series_description=spec.description, study_uid=study_uid,
+                                   localizer=spec.localizer)
+        nib.save(nib.Nifti1Image(labels, lps_to_ras(geom.affine)), out_dir / spec.name / "ground_truth.nii.gz")
+        series[spec.name] = {"phantom": ph, "geometry": geom, "dicom_files": files, "labels": labels,
+                             "ground_truth": out_dir / spec.name / "ground_truth.nii.gz"}
     return series
 
 
