@@ -10,7 +10,9 @@ the run still ends with a report (INTERRUPTED).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from .errors import OutputError, SpineSegError, output_error
 
+log = logging.getLogger("spineseg")
 LOCK_NAME = ".spineseg.lock"
 PREVIOUS = ".previous-run"
 RESULTS = ("report.json", "report.refused-*.json", "series*_*")   # every per-series output: SEG, labels, ...
@@ -47,6 +50,11 @@ def lock_output(folder: Path):
             raise OutputError("OUTPUT_BUSY", f"Another spine-seg run (process {holder}) is using the output folder "
                               f"{folder}; wait for it to end or give this run its own folder.",
                               path=str(folder)) from None
+        except OSError as exc:        # a file system without locks (some NFS mounts): run, but say so
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise output_error(folder, exc) from exc
+            log.warning("the output folder's file system does not support locks (%s); nothing stops a second "
+                        "run from using %s at the same time", exc.strerror, folder)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -129,3 +129,15 @@ def test_a_full_disk_is_disk_full_and_leaves_no_partial_file(tmp_path):
         write_atomic(tmp_path / "series-001_seg.dcm", write_to_full_device)
     assert err.value.code == "DISK_FULL" and err.value.exit_code == 4
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with lock_output(tmp_path):
+        entered = True
+    assert entered and any("does not support locks" in r.getMessage() for r in caplog.records)
