@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,12 +79,25 @@ def run_browser(base_url: str, cases: list[Case], tmp: Path, total_s: int = 600)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "job.json").write_text(json.dumps(job))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINESEG_")}    # no secrets to the browser
-    subprocess.run(["node", str(CHECK_SCRIPT), str(tmp / "job.json"), str(tmp / "result.json")], cwd=tmp, env=env,
-                   timeout=total_s + 30, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp / "node.log", "wb") as log:
+        # its own process group, so that node and the Chromium it started are stopped together whatever happens
+        proc = subprocess.Popen(["node", str(CHECK_SCRIPT), str(tmp / "job.json"), str(tmp / "result.json")],
+                                cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=total_s + 30)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
     results = json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").exists() else []
     by_name = {r["name"]: r for r in results}
     for c in cases:
-        c.result = by_name.get(c.name) or {"errors": [(results[-1]["errors"] if results else ["no result"])[0]]}
+        c.result = by_name.get(c.name) or {"errors": [(results[-1]["errors"] if results else
+                                                       [f"no result (see {tmp / 'node.log'})"])[0]]}
 
 
 def ohif_labels(case: Case) -> tuple[dict, list[str]]:
