@@ -247,3 +247,24 @@ def test_bad_input_exits_3_with_a_report(image, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed" and report["exit_code"] == 3 and report["error"]["code"] == "NO_DICOM"
     assert_owned_by_uid(out)
+
+
+def test_docker_stop_ends_the_run_with_a_report(image, demo_study, tmp_path):
+    """`docker stop` (SIGTERM, passed on by tini as PID 1) ends a run with exit 4 and an INTERRUPTED report."""
+    out = output_folder(tmp_path)
+    name = f"spineseg-stop-test-{os.getpid()}"
+    started = docker("run", "-d", "--name", name, "--network", "none", "--user", f"{UID}:{UID}", "--read-only",
+                     "--tmpfs", "/tmp", "-v", f"{demo_study}:/var/holoscan/input:ro",
+                     "-v", f"{out}:/var/holoscan/output", IMAGE)
+    assert started.returncode == 0, started.stderr
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "chosen series" not in docker("logs", name).stderr:
+            time.sleep(0.5)
+        assert docker("stop", "-t", "30", name, timeout=60).returncode == 0
+        code = docker("wait", name, timeout=60).stdout.strip()
+        report = json.loads((out / "report.json").read_text())
+    finally:
+        docker("rm", "-f", name)
+    assert code == "4" and report["exit_code"] == 4 and report["error"]["code"] == "INTERRUPTED", report["error"]
+    assert_owned_by_uid(out)
