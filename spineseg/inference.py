@@ -145,8 +145,10 @@ class LoadedModel:
         except Exception as exc:
             raise ModelError("MODEL_MALFORMED", f"Cannot load the model in {folder}: {type(exc).__name__}: {exc}",
                              path=str(folder)) from exc
+        # nnU-Net keeps the whole sliding window on the device only for CUDA (and warns when asked on a CPU)
         self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                         perform_everything_on_device=True, device=torch.device(device),
+                                         perform_everything_on_device=torch.device(device).type == "cuda",
+                                         device=torch.device(device),
                                          verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         self.predictor.manual_initialization(net, plans_manager, cm, [checkpoint["network_weights"]], dataset_json,
                                              checkpoint["trainer_name"],
