@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 from spineseg import APP_NAME, __version__, logsafe  # noqa: E402
 from spineseg.errors import InputError, SpineSegError  # noqa: E402
-from spineseg.output_folder import SignalGuard, clear_previous, lock_output, write_running  # noqa: E402
+from spineseg.outputs.output_folder import SignalGuard, clear_previous, lock_output, write_running  # noqa: E402
 from spineseg.pipeline import run_all  # noqa: E402
 from spineseg.report import RunReport  # noqa: E402
 from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: E402

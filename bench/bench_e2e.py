@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import phantom as P  # noqa: E402
 import reference_cli as R  # noqa: E402
-from spineseg.codes_table import STRUCTURES  # noqa: E402
+from spineseg.outputs.codes_table import STRUCTURES  # noqa: E402
 
 STUDIES = {
     # name: (seed, fov, slice thickness mm, pixel mm, in-plane matrix or None for the spine's extent)

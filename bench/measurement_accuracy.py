@@ -19,13 +19,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
 
 import phantom as P  # noqa: E402
 from helpers import fake_model_description  # noqa: E402
-from spineseg.dicom_input import load_volume, scan_dicom  # noqa: E402
-from spineseg.inference import load_models, segment_volume  # noqa: E402
-from spineseg.measurements import measure_levels  # noqa: E402
-from spineseg.review_image import render_review  # noqa: E402
-from spineseg.sc_writer import build_review_sc  # noqa: E402
-from spineseg.seg_writer import build_seg  # noqa: E402
-from spineseg.sr_writer import build_measurement_sr  # noqa: E402
+from spineseg.input.dicom_input import load_volume, scan_dicom  # noqa: E402
+from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
+from spineseg.outputs.measurements import measure_levels  # noqa: E402
+from spineseg.outputs.review_image import render_review  # noqa: E402
+from spineseg.outputs.sc_writer import build_review_sc  # noqa: E402
+from spineseg.outputs.seg_writer import build_seg  # noqa: E402
+from spineseg.outputs.sr_writer import build_measurement_sr  # noqa: E402
 
 FIELDS = [("disc_height_mm", "height_centre_mm"), ("body_height_mm", "height_centre_mm"),
           ("canal_area_mm2", "canal_area_mm2"), ("canal_ap_diameter_mm", "canal_ap_diameter_mm"),

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     import nibabel as nib
     import torch
 
-    from spineseg.inference import LoadedModel, pick_device
+    from spineseg.inference.two_step import LoadedModel, pick_device
 
     if a.threads:
         torch.set_num_threads(a.threads)

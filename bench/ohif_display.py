@@ -20,7 +20,7 @@ from browser.ohif_harness import (OHIF_VERSIONS, Case, colour_errors, dist, miss
 from browser.ohif_server import OhifServer  # noqa: E402
 from browser.studies import STUDIES, make_study, upload, write_study_seg  # noqa: E402
 from conftest import OrthancServer  # noqa: E402
-from spineseg.seg_writer import ENCODINGS, SegSettings  # noqa: E402
+from spineseg.outputs.seg_writer import ENCODINGS, SegSettings  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
 import phantom as P  # noqa: E402
 from helpers import GROUPS, group_dice  # noqa: E402
 from spineseg.errors import SpineSegError  # noqa: E402
-from spineseg.inference import load_models, segment_volume  # noqa: E402
+from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
 
 FOVS = ["lumbar", "cervical", "lumbar", "cervical", "whole", "thoracolumbar", "cervicothoracic"]
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import reference_cli as R  # noqa: E402
-from spineseg.inference import load_models, segment_volume  # noqa: E402
+from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
 
 # (seed, field of view, slice thickness mm, pixel mm); seeds never used in training
 CASES = [(5200, "lumbar", 2.0, 1.0), (5201, "cervical", 3.0, 0.8), (5202, "thoracolumbar", 3.5, 0.9),

@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import phantom as P  # noqa: E402
 import reference_cli as R  # noqa: E402
-from spineseg.inference import load_models, localizer_image, segment_volume  # noqa: E402
+from spineseg.inference.two_step import load_models, localizer_image, segment_volume  # noqa: E402
 
 
 def agreement(ours, ref) -> dict:

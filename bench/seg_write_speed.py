@@ -21,8 +21,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
 
 import phantom as P  # noqa: E402
 from helpers import fake_model_description  # noqa: E402
-from spineseg.dicom_input import load_volume, scan_dicom  # noqa: E402
-from spineseg.seg_writer import ENCODINGS, SegSettings, build_seg, write_seg  # noqa: E402
+from spineseg.input.dicom_input import load_volume, scan_dicom  # noqa: E402
+from spineseg.outputs.seg_writer import ENCODINGS, SegSettings, build_seg, write_seg  # noqa: E402
 
 
 def main(argv=None) -> int:

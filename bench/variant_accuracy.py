@@ -3,7 +3,7 @@
 For each variant phantom (tools/phantom.py VARIANTS: 6 or 4 lumbar vertebrae, 11 thoracic, lumbarised
 S1, sacralised L5, and the usual spine for comparison) in a whole-spine and a lumbar field of view:
 the share of vertebrae and discs named as the generator's truth names them, the numbering's anchors
-and confidence (spineseg.numbering), and its warnings. The property that matters clinically is in the
+and confidence (spineseg.inference.numbering), and its warnings. The property that matters clinically is in the
 last column: a numbering below 95 % correct must never come without a warning.
 
     python bench/variant_accuracy.py [--json bench/results/variant_accuracy.json]
@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests"), str(ROOT / 
 import phantom as P  # noqa: E402
 from phantom_accuracy import level_accuracy  # noqa: E402
 from spineseg.errors import SpineSegError  # noqa: E402
-from spineseg.inference import load_models, segment_volume  # noqa: E402
+from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
 
 SEEDS = {"whole": 5203, "lumbar": 5205}
 

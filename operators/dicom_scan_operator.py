@@ -7,7 +7,7 @@ from .base import SpineSegOperator
 
 
 class DICOMScanOperator(SpineSegOperator):
-    """Output ``scan``: :class:`spineseg.dicom_input.ScanResult` (no pixel data)."""
+    """Output ``scan``: :class:`spineseg.input.dicom_input.ScanResult` (no pixel data)."""
 
     def setup(self, spec: OperatorSpec):
         spec.output("scan")

@@ -8,7 +8,7 @@ from .base import SpineSegOperator
 
 class SpineSeriesSelectorOperator(SpineSegOperator):
     """Input ``scan``; output ``series``: (chosen series, every series of the study), both lists of
-    :class:`spineseg.dicom_input.SeriesInfo` (the study lets a series without a landmark be labelled with
+    :class:`spineseg.input.dicom_input.SeriesInfo` (the study lets a series without a landmark be labelled with
     a partner series)."""
 
     def setup(self, spec: OperatorSpec):

@@ -7,22 +7,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import APP_NAME, __version__
-from .atomic import write_dicom_atomic, write_json_atomic
-from .delivery import deliver_all
-from .dicom_input import ScanResult, SeriesInfo, Volume, load_volume, preflight, scan_dicom
-from . import logsafe
-from .errors import DeliveryError, InputError
-from .inference import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
-from .localizer import partner_candidates
-from .measurements import measure_levels, measurements_table
-from .report import RunReport, structures_found
-from .review_image import render_review, write_png
-from .sc_writer import build_review_sc
-from .seg_writer import build_seg, encoding_record, write_label_nifti, write_seg
-from .selection import select_series
-from .sr_writer import build_measurement_sr
-from .settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
+from spineseg import APP_NAME, __version__
+from spineseg.outputs.atomic import write_dicom_atomic, write_json_atomic
+from spineseg.delivery.send import deliver_all
+from spineseg.input.dicom_input import ScanResult, SeriesInfo, Volume, load_volume, preflight, scan_dicom
+from spineseg import logsafe
+from spineseg.errors import DeliveryError, InputError
+from spineseg.inference.two_step import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
+from spineseg.input.localizer import partner_candidates
+from spineseg.outputs.measurements import measure_levels, measurements_table
+from spineseg.report import RunReport, structures_found
+from spineseg.outputs.review_image import render_review, write_png
+from spineseg.outputs.sc_writer import build_review_sc
+from spineseg.outputs.seg_writer import build_seg, encoding_record, write_label_nifti, write_seg
+from spineseg.input.selection import select_series
+from spineseg.outputs.sr_writer import build_measurement_sr
+from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
 
 log = logging.getLogger("spineseg")
 

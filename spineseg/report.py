@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import APP_NAME, __version__
-from .atomic import write_json_atomic
-from .codes_table import STRUCTURES
-from .errors import EXIT_INTERNAL, EXIT_OK, SpineSegError
+from spineseg import APP_NAME, __version__
+from spineseg.outputs.atomic import write_json_atomic
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.errors import EXIT_INTERNAL, EXIT_OK, SpineSegError
 
 log = logging.getLogger("spineseg")
 REPORT_NAME = "report.json"

@@ -23,13 +23,13 @@ import stat
 import sys
 from pathlib import Path
 
-from . import logsafe
-from .atomic import write_json_atomic
-from .delivery import SEG_STORAGE, deliver_all
-from .errors import EXIT_BAD_INPUT, EXIT_DELIVERY, EXIT_OK, InputError, SpineSegError
-from .output_folder import lock_output
-from .report import REPORT_NAME
-from .settings import destinations_from_settings, load_settings, policy_from_settings
+from spineseg import logsafe
+from spineseg.outputs.atomic import write_json_atomic
+from spineseg.delivery.send import SEG_STORAGE, deliver_all
+from spineseg.errors import EXIT_BAD_INPUT, EXIT_DELIVERY, EXIT_OK, InputError, SpineSegError
+from spineseg.outputs.output_folder import lock_output
+from spineseg.report import REPORT_NAME
+from spineseg.settings import destinations_from_settings, load_settings, policy_from_settings
 
 SEGMENTATION_CLASSES = (SEG_STORAGE, "1.2.840.10008.5.1.4.1.1.66.7")   # Segmentation, Label Map Segmentation
 

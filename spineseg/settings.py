@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .delivery import CStoreDestination, RetryPolicy, StowDestination
-from .errors import SpineSegError
-from .seg_writer import SegSettings
-from .selection import SelectionRules
+from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination
+from spineseg.errors import SpineSegError
+from spineseg.outputs.seg_writer import SegSettings
+from spineseg.input.selection import SelectionRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO_ROOT / "models"
@@ -179,7 +179,7 @@ def destinations_from_settings(settings: dict | None = None, env: dict | None = 
         out.append(StowDestination(
             url=url, user=user, password=password, token=token, ca_bundle=ca,
             verify_tls=to_bool("SPINESEG_STOW_VERIFY_TLS", stow.get("verify_tls", True)),
-            timeout=to_float("spineseg.delivery.stow.timeout", stow.get("timeout", 30.0), 0.1, 3600)))
+            timeout=to_float("spineseg.delivery.send.stow.timeout", stow.get("timeout", 30.0), 0.1, 3600)))
     if cstore.get("host"):
         host = to_text("SPINESEG_CSTORE_HOST", cstore["host"], max_len=253)
         ca = to_text("SPINESEG_CSTORE_CA_BUNDLE", cstore["ca_bundle"]) if "ca_bundle" in cstore else None
@@ -188,7 +188,7 @@ def destinations_from_settings(settings: dict | None = None, env: dict | None = 
             called_aet=to_aet("SPINESEG_CSTORE_AET", cstore.get("called_aet", "ANY-SCP")),
             calling_aet=to_aet("SPINESEG_CSTORE_CALLING_AET", cstore.get("calling_aet", "SPINESEG")),
             tls=to_bool("SPINESEG_CSTORE_TLS", cstore.get("tls", False)), ca_bundle=ca,
-            timeout=to_float("spineseg.delivery.cstore.timeout", cstore.get("timeout", 30.0), 0.1, 3600)))
+            timeout=to_float("spineseg.delivery.send.cstore.timeout", cstore.get("timeout", 30.0), 0.1, 3600)))
     return out
 
 
@@ -281,7 +281,7 @@ class AppConfig:
         if "all_eligible" in sel:
             sel["all_eligible"] = to_bool("SPINESEG_ALL_SERIES", sel["all_eligible"])
         if "min_slices" in sel:
-            sel["min_slices"] = to_int("spineseg.selection.min_slices", sel["min_slices"], 2, 100_000)
+            sel["min_slices"] = to_int("spineseg.input.selection.min_slices", sel["min_slices"], 2, 100_000)
         device = to_text("SPINESEG_DEVICE", s.get("device", "auto")).lower()
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise bad_setting(f"SPINESEG_DEVICE={device!r} must be auto, cpu or cuda")

@@ -153,8 +153,8 @@ def phantom_seg(phantom_study, tmp_path_factory):
     """A SEG of the lumbar phantom's ground truth (no model needed), written to disk."""
     import phantom as P
     from helpers import fake_model_description
-    from spineseg.dicom_input import load_volume, scan_dicom
-    from spineseg.seg_writer import build_seg, write_seg
+    from spineseg.input.dicom_input import load_volume, scan_dicom
+    from spineseg.outputs.seg_writer import build_seg, write_seg
     vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
     _, labels = P.render(phantom_study["phantom"], vol.affine, vol.array.shape)
     seg, _ = build_seg(vol.datasets, labels, fake_model_description())
@@ -167,8 +167,8 @@ def small_seg(tmp_path_factory):
     object to deliver, re-send or swap."""
     import numpy as np
     from helpers import fake_model_description, write_small_series
-    from spineseg.dicom_input import load_volume, scan_dicom
-    from spineseg.seg_writer import build_seg, write_seg
+    from spineseg.input.dicom_input import load_volume, scan_dicom
+    from spineseg.outputs.seg_writer import build_seg, write_seg
     root = tmp_path_factory.mktemp("small_seg")
     write_small_series(root, 5401)
     vol = load_volume(scan_dicom(root / "dicom").series[0])

@@ -37,7 +37,7 @@ def decode_seg(seg_path, source_datasets) -> np.ndarray:
     mapped back to TotalSpineSeg label values through the segments' SNOMED type codes."""
     import highdicom as hd
 
-    from spineseg.codes_table import STRUCTURES
+    from spineseg.outputs.codes_table import STRUCTURES
 
     seg = hd.seg.segread(seg_path)
     by_code = {v["type"][0]: k for k, v in STRUCTURES.items()}
@@ -68,7 +68,7 @@ def decode_seg_with_dcmqi(seg_path, target_shape, target_affine_ras, workdir) ->
 
     import nibabel as nib
 
-    from spineseg.codes_table import STRUCTURES
+    from spineseg.outputs.codes_table import STRUCTURES
 
     exe = Path(sys.executable).parent / "segimage2itkimage"
     workdir = Path(workdir)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, run_dciodvfy
 from helpers import decode_seg, spine_dice, write_ct_copy
-from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.input.dicom_input import load_volume, scan_dicom
 
 
 def run_app(input_dir, output_dir, *extra, env=None):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from spineseg.atomic import write_atomic, write_json_atomic
+from spineseg.outputs.atomic import write_atomic, write_json_atomic
 from spineseg.errors import DeliveryError, InputError
 from spineseg.report import RunReport
 

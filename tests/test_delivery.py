@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from conftest import ROOT, OrthancServer, free_port, require_orthanc
-from spineseg.delivery import CStoreDestination, RetryPolicy, StowDestination, deliver
+from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination, deliver
 from spineseg.settings import destinations_from_settings
 
 

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from fake_pacs import FakeStoreSCP, FakeStow, elapsed
-from spineseg import delivery
-from spineseg.delivery import CStoreDestination, RetryPolicy, StowDestination, deliver
+from spineseg.delivery import send as delivery
+from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination, deliver
 from spineseg.errors import SpineSegError
 from spineseg.settings import destinations_from_settings, policy_from_settings
 
@@ -181,7 +181,7 @@ def test_bad_c_store_settings_are_bad_settings(env):
 
 
 def test_an_interrupted_delivery_ends_the_run_instead_of_retrying(small_seg, monkeypatch):
-    from spineseg.output_folder import Interrupted
+    from spineseg.outputs.output_folder import Interrupted
     calls = []
 
     def interrupted(dest, datasets, attempt):

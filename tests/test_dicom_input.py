@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from spineseg.dicom_input import load_volume, plane_of, scan_dicom
+from spineseg.input.dicom_input import load_volume, plane_of, scan_dicom
 from spineseg.errors import InputError
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.input.dicom_input import load_volume, scan_dicom
 from spineseg.errors import InputError, SpineSegError
-from spineseg.safe_read import Unreadable, read_dataset
+from spineseg.input.safe_read import Unreadable, read_dataset
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_a_traceback_cannot_start_a_log_line_either():
 
 def _seg_of(files, **settings):
     from helpers import fake_model_description
-    from spineseg.seg_writer import SegSettings, build_seg
+    from spineseg.outputs.seg_writer import SegSettings, build_seg
     datasets = [pydicom.dcmread(f) for f in files]
     labels = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)), np.uint8)
     labels[:, 5:9, 5:9] = 1
@@ -195,7 +195,7 @@ def test_seg_identity_follows_the_exact_source_instances(small_series_files):
 
 def test_a_huge_source_series_number_still_gives_a_valid_seg(tmp_path, small_series_files):
     from conftest import run_dciodvfy
-    from spineseg.seg_writer import write_seg
+    from spineseg.outputs.seg_writer import write_seg
     files = []
     for f in small_series_files:
         ds = pydicom.dcmread(f)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from helpers import group_dice, spine_dice
-from spineseg.codes_table import STRUCTURES
-from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.input.dicom_input import load_volume, scan_dicom
 from spineseg.errors import InputError, ModelError
-from spineseg.inference import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder, load_models,
+from spineseg.inference.two_step import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder, load_models,
                                 segment_volume)
 
 
@@ -107,7 +107,7 @@ def test_levels_are_named_from_each_kind_of_landmark(models_dir, seed, fov):
 def test_a_run_leaves_the_labelling_parameters_unchanged(models_dir, phantom_study):
     """totalspineseg's iterative_label removes discarded landmarks from the list it is given; a
     lumbar series discards C2-C3, and must not take it away from the next (cervical) series."""
-    from spineseg.inference import STEP1_LABELLING, STEP2_LABELLING
+    from spineseg.inference.two_step import STEP1_LABELLING, STEP2_LABELLING
     vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
     segment_volume(vol.array, vol.affine, load_models(models_dir, "cpu"))
     assert STEP1_LABELLING["selected_disc_landmarks"] == [2, 5, 3, 4]
@@ -125,7 +125,7 @@ def test_blank_image_has_no_spine(models_dir):
 
 def test_integer_storage_type_follows_the_values():
     """The 1 mm image is cast to the type a NIfTI of the series would hold, as the reference does."""
-    from spineseg.inference import integer_storage_dtype
+    from spineseg.inference.two_step import integer_storage_dtype
     assert integer_storage_dtype(np.array([[1, 2]], np.int16)) is np.int16
     assert integer_storage_dtype(np.array([0.0, 4095.0], np.float32)) is np.int16
     assert integer_storage_dtype(np.array([0.0, 60000.0], np.float32)) is np.uint16
@@ -136,7 +136,7 @@ def test_integer_storage_type_follows_the_values():
 def test_stored_affine_is_what_a_saved_nifti_reads_back():
     """Each reference step re-reads the previous step's NIfTI; our chain rounds its affines the same way."""
     import nibabel as nib
-    from spineseg.inference import as_stored_affine
+    from spineseg.inference.two_step import as_stored_affine
     rng = np.random.default_rng(7)
     affine = np.eye(4)
     affine[:3, :3] = np.diag([3.0, 0.8, 0.8]) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
@@ -153,7 +153,7 @@ import json, os, sys
 sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tools")]
 import multiprocessing.util
 import phantom as P
-from spineseg.inference import load_models, segment_volume
+from spineseg.inference.two_step import load_models, segment_volume
 
 models = load_models(sys.argv[2], "cpu")
 ph = P.make_phantom(5200, "lumbar")

@@ -12,9 +12,9 @@ from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, 
                          RLELossless)
 
 import phantom as P
-from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.input.dicom_input import load_volume, scan_dicom
 from spineseg.errors import SpineSegError
-from spineseg.selection import select_series
+from spineseg.input.selection import select_series
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_enhanced_multiframe_mr_gives_the_same_volume_and_a_valid_seg(tmp_path, 
 
     from conftest import run_dciodvfy
     from helpers import fake_model_description
-    from spineseg.seg_writer import build_seg, write_seg
+    from spineseg.outputs.seg_writer import build_seg, write_seg
     src = phantom_study["dicom_files"][0].parent
     classic = load_volume(scan_dicom(src).series[0])
     legacy = [pydicom.dcmread(f) for f in np.random.default_rng(1).permutation(sorted(src.glob("*.dcm")))]

@@ -6,7 +6,7 @@ import torch
 
 import install_weights as IW
 from spineseg.errors import ModelError
-from spineseg.inference import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder
+from spineseg.inference.two_step import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder
 
 RELEASE = "r20991231"
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import phantom as P
-from spineseg import label_scheme
-from spineseg.codes_table import STRUCTURES
+from spineseg.inference import label_scheme
+from spineseg.outputs.codes_table import STRUCTURES
 
 
 def test_code_table_covers_exactly_what_the_labelling_can_emit():
@@ -28,7 +28,7 @@ def test_iterative_label_on_six_lumbar_anatomy_emits_only_coded_values():
     import nibabel as nib
     import totalspineseg as tss
 
-    from spineseg.inference import STEP2_LABELLING, _iterative_label
+    from spineseg.inference.two_step import STEP2_LABELLING, _iterative_label
     import train_phantom_models as T
 
     ph = P.make_phantom(5203, "whole", "6-lumbar")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import phantom as P
-from spineseg.dicom_input import scan_dicom
+from spineseg.input.dicom_input import scan_dicom
 from spineseg.errors import InputError
-from spineseg.localizer import partner_candidates
+from spineseg.input.localizer import partner_candidates
 from spineseg.pipeline import AppConfig, run_all
 from spineseg.report import RunReport
 
@@ -68,7 +68,7 @@ def test_thoracic_series_is_labelled_from_the_localizer(study, tmp_path):
     assert entry["numbering"]["anchors"][0].startswith("series 1")
     import nibabel as nib
     labels = np.asarray(nib.load(tmp_path / "out" / entry["outputs"]["label_map"]).dataobj)
-    from spineseg.dicom_input import load_volume
+    from spineseg.input.dicom_input import load_volume
     vol = load_volume(next(s for s in scan_dicom(root).series if s.series_number == 5))
     _, truth = P.render(cases["t2"]["phantom"], vol.affine, vol.array.shape)
     right, named = named_correctly(labels, truth)
@@ -95,7 +95,7 @@ def test_three_stations_get_three_segs_with_one_numbering(tmp_path):
     is numbered from another station; where two stations see the same anatomy they name it the same."""
     import nibabel as nib
 
-    from spineseg.dicom_input import load_volume
+    from spineseg.input.dicom_input import load_volume
     P.write_study(5203, tmp_path / "exam", P.STATIONS)
     out = tmp_path / "out"
     cfg = AppConfig.from_settings(tmp_path / "exam", out, None, {"selection": {"all_eligible": True}}, env={})

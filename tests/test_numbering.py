@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from spineseg.inference import STEP2_LABELLING
-from spineseg.numbering import _ANATOMICAL_SEQUENCE, assess, choose_anchors, field_of_view_edges, find_landmarks
+from spineseg.inference.two_step import STEP2_LABELLING
+from spineseg.inference.numbering import _ANATOMICAL_SEQUENCE, assess, choose_anchors, field_of_view_edges, find_landmarks
 
 # step-2 network classes of the landmark discs, and their final labels
 C2C3, C7T1, T12L1, L5S1 = 2, 3, 4, 5

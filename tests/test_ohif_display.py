@@ -21,7 +21,7 @@ from browser.ohif_harness import (OHIF_VERSIONS, Case, colour_errors, dist, docu
 from browser.ohif_server import OhifServer
 from browser.studies import STUDIES, make_study, upload, write_study_seg
 from conftest import require_orthanc
-from spineseg.seg_writer import ENCODINGS, SegSettings, encoding_for
+from spineseg.outputs.seg_writer import ENCODINGS, SegSettings, encoding_for
 from spineseg.settings import AppConfig, load_settings
 
 # (study, encoding): "default" is what the app writes with its settings

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from conftest import ROOT
-from spineseg.atomic import write_atomic
+from spineseg.outputs.atomic import write_atomic
 from spineseg.errors import SpineSegError
-from spineseg.output_folder import PREVIOUS, clear_previous, lock_output
+from spineseg.outputs.output_folder import PREVIOUS, clear_previous, lock_output
 
 
 def run_app(inp, out, timeout=600, background=False, engine="plain"):
@@ -38,7 +38,7 @@ def test_a_second_run_fails_busy_and_leaves_the_owners_report(tmp_path):
 
 
 def test_the_lock_is_exclusive_between_processes(tmp_path):
-    code = ("import sys; from spineseg.output_folder import lock_output\n"
+    code = ("import sys; from spineseg.outputs.output_folder import lock_output\n"
             "try:\n    lock_output(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e.code)\n")
     with lock_output(tmp_path):
         held = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,

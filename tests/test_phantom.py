@@ -5,9 +5,9 @@ import pydicom
 import pytest
 
 import phantom as P
-from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.input.dicom_input import load_volume, scan_dicom
 
-from spineseg.label_scheme import emittable_labels
+from spineseg.inference.label_scheme import emittable_labels
 
 
 def test_label_tables_match_the_final_totalspineseg_scheme():

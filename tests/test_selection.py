@@ -4,9 +4,9 @@ import pytest
 
 import phantom as P
 from helpers import write_ct_copy
-from spineseg.dicom_input import scan_dicom
+from spineseg.input.dicom_input import scan_dicom
 from spineseg.errors import InputError
-from spineseg.selection import SelectionRules, select_series
+from spineseg.input.selection import SelectionRules, select_series
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 
 import phantom as P
 from conftest import run_dciodvfy
-from spineseg.dicom_input import load_volume, scan_dicom
+from spineseg.input.dicom_input import load_volume, scan_dicom
 from spineseg.errors import InputError
-from spineseg.inference import SegmentationResult
+from spineseg.inference.two_step import SegmentationResult
 from spineseg.pipeline import AppConfig, run_all
 from spineseg.report import RunReport
 from test_app_e2e import run_app

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spineseg.errors import ModelError  # noqa: E402
-from spineseg.inference import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder,  # noqa: E402
+from spineseg.inference.two_step import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder,  # noqa: E402
                                 sha256_of)
 
 DATASETS = (STEP1_DATASET, STEP2_DATASET)

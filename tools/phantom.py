@@ -134,7 +134,7 @@ class Phantom:
                 np.interp(-z, mids, [lv.canal_b for lv in self.levels]))
 
     def true_measurements(self) -> dict[int, dict[str, float]]:
-        """What spineseg.measurements should find, from the analytic anatomy (label -> values).
+        """What spineseg.outputs.measurements should find, from the analytic anatomy (label -> values).
 
         Bodies and discs are bounded by horizontal planes, so along the local axis (the centreline
         tangent t) their height is the vertical height divided by t_z; the canal is a sheared stack

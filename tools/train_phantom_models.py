@@ -4,7 +4,7 @@ The models reproduce the *interface* of the official TotalSpineSeg release, not 
 patients: same nnU-Net results layout (``Dataset101_TotalSpineSeg_step1`` and
 ``Dataset102_TotalSpineSeg_step2``, ``<Trainer>__<Plans>__3d_fullres/fold_0/checkpoint_final.pth``),
 same input channels and the same intermediate label values as the official step 1 and step 2
-networks (read from ``totalspineseg/inference.py``):
+networks (read from ``totalspineseg/inference/two_step.py``):
 
 step 1 (input: MRI)             1 disc, 2 C2C3, 3 C7T1, 4 T12L1, 5 L5S, 6 sacrum, 7 C1, 8 canal, 9 cord
 step 2 (input: MRI, odd discs)  1 disc, 2 C2C3, 3 C7T1, 4 T12L1, 5 L5S, 6 vertebra (general),

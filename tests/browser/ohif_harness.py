@@ -128,7 +128,7 @@ def ohif_labels(case: Case) -> tuple[dict, list[str]]:
 
 def colour_errors(case: Case) -> list[str]:
     """Segments whose colour in OHIF is not their Recommended Display CIELab Value (PS3.3 C.8.20.4) as RGB."""
-    from spineseg.codes_table import STRUCTURES
+    from spineseg.outputs.codes_table import STRUCTURES
     by_label = {name: value for value, name in case.names.items()}
     errors = []
     for index, label, rgba in case.result.get("segments", []):

@@ -13,9 +13,9 @@ import requests
 
 import phantom as P
 from helpers import fake_model_description
-from spineseg.codes_table import STRUCTURES
-from spineseg.dicom_input import load_volume, scan_dicom
-from spineseg.seg_writer import SegSettings, build_seg, encoding_for, write_seg
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.input.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.seg_writer import SegSettings, build_seg, encoding_for, write_seg
 
 # name -> phantom.write_case arguments. "demo" is `make demo`'s study (462x187 frames, not byte-aligned);
 # the others are small, to keep the browser test short.

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .codes_table import STRUCTURES
-from .numbering import level_name
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.inference.numbering import level_name
 
 PHANTOM_BANNER = "PHANTOM MODEL - NOT FOR CLINICAL USE"
 FONT_NAMES = ("DejaVuSans-Bold.ttf",)
@@ -182,7 +182,7 @@ def write_png(rgb: np.ndarray, path: Path) -> Path:
 
     from PIL import Image
 
-    from .atomic import write_bytes_atomic
+    from spineseg.outputs.atomic import write_bytes_atomic
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
     return write_bytes_atomic(path, buf.getvalue())

@@ -18,10 +18,10 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from . import APP_NAME, __version__
-from .atomic import write_atomic, write_bytes_atomic
-from .codes_table import STRUCTURES
-from .errors import InputError, SpineSegError
+from spineseg import APP_NAME, __version__
+from spineseg.outputs.atomic import write_atomic, write_bytes_atomic
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.errors import InputError, SpineSegError
 
 ENCODINGS = ("BINARY", "LABELMAP", "FRACTIONAL")     # PS3.3 C.8.20.2 Segmentation Type
 SEGMENTATION_TYPES = ("AUTO", *ENCODINGS)
@@ -164,7 +164,7 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     """DICOM SEG over ``source_datasets``: one per slice of ``labels`` in the same order, or a single
     multi-frame image whose frames are the slices of ``labels`` in frame order.
 
-    ``numbering`` (:class:`spineseg.numbering.Numbering`) puts how sure the level names are where a
+    ``numbering`` (:class:`spineseg.inference.numbering.Numbering`) puts how sure the level names are where a
     radiologist sees it: its short form in SeriesDescription (after the phantom warning, before the
     configured description) and in ContentDescription.
 

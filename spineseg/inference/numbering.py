@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codes_table import STRUCTURES
+from spineseg.outputs.codes_table import STRUCTURES
 
 SACRUM = 50
 L5, L6, L5L6, L5S1 = 45, 46, 96, 100

@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError, SpineSegError, output_error
+from spineseg.errors import OutputError, SpineSegError, output_error
 
 log = logging.getLogger("spineseg")
 LOCK_NAME = ".spineseg.lock"
@@ -91,8 +91,8 @@ def clear_previous(folder: Path) -> dict:
 def write_running(folder: Path, started: str) -> None:
     """A report that says the run is in progress: if the process is killed outright, this is what
     remains, never the previous run's result."""
-    from .atomic import write_json_atomic
-    from .report import REPORT_NAME
+    from spineseg.outputs.atomic import write_json_atomic
+    from spineseg.report import REPORT_NAME
     write_json_atomic(Path(folder) / REPORT_NAME, {"status": "running", "exit_code": None, "pid": os.getpid(),
                                                    "started": started, "error": None})
 

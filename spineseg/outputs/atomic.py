@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import output_error
+from spineseg.errors import output_error
 
 
 def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:

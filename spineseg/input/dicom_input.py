@@ -14,9 +14,9 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from .codestream import BadCodestream, check_frames
-from .errors import InputError
-from .safe_read import Unreadable, read_dataset
+from spineseg.input.codestream import BadCodestream, check_frames
+from spineseg.errors import InputError
+from spineseg.input.safe_read import Unreadable, read_dataset
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from pydicom.multival import MultiValue
 
-from .dicom_input import SeriesInfo, plane_of
-from .errors import InputError, SpineSegError
+from spineseg.input.dicom_input import SeriesInfo, plane_of
+from spineseg.errors import InputError, SpineSegError
 
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
@@ -82,7 +82,7 @@ def parse_rules(rules: dict | str | None) -> dict | None:
             rules = json.loads(rules)
         except json.JSONDecodeError as exc:
             raise SpineSegError("BAD_SELECTION_RULES", f"Selection rules are not valid JSON ({exc}); see app.yaml, "
-                             "spineseg.selection.rules.") from exc
+                             "spineseg.input.selection.rules.") from exc
     selections = rules.get("selections") if isinstance(rules, dict) else None
     if not isinstance(selections, list) or not selections:
         raise SpineSegError("BAD_SELECTION_RULES", 'Selection rules need a non-empty "selections" list, as in the '

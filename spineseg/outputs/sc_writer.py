@@ -11,9 +11,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from . import APP_NAME, __version__
-from .review_image import ReviewPlane
-from .seg_writer import derived_uid
+from spineseg import APP_NAME, __version__
+from spineseg.outputs.review_image import ReviewPlane
+from spineseg.outputs.seg_writer import derived_uid
 
 SC_SERIES_OFFSET = 2000
 

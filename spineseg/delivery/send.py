@@ -5,7 +5,7 @@ connection errors, timeouts, HTTP 5xx/408/429, DIMSE "out of resources". Other r
 credentials, a 4xx, a C-STORE failure status) fail at once. A SEG that could not be delivered stays
 in the output folder and the report says why; ``python -m spineseg.resend OUT`` sends it later.
 Secrets are never logged and never written to the report. Settings are read and checked in
-:mod:`spineseg.settings`; the hard per-attempt and total deadlines are :mod:`spineseg.deadline`'s.
+:mod:`spineseg.settings`; the hard per-attempt and total deadlines are :mod:`spineseg.delivery.deadline`'s.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pydicom
 
-from .deadline import Attempt, DeadlinePassed, deadline_adapter, run_before
-from .errors import SpineSegError
+from spineseg.delivery.deadline import Attempt, DeadlinePassed, deadline_adapter, run_before
+from spineseg.errors import SpineSegError
 
 log = logging.getLogger("spineseg")
 
@@ -231,7 +231,7 @@ def deliver(files: list[Path], dest, policy: RetryPolicy, sleep=time.sleep) -> d
     error, a library's unexpected exception) is a failed entry with a reason free of secrets.
 
     Each attempt ends by ``dest.timeout`` and the whole delivery by ``policy.total_seconds``, both as
-    hard deadlines (see :mod:`spineseg.deadline`)."""
+    hard deadlines (see :mod:`spineseg.delivery.deadline`)."""
     send = _stow_once if dest.kind == "stow-rs" else _cstore_once
     started = time.monotonic()
     end = started + policy.total_seconds

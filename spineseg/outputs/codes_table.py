@@ -98,57 +98,30 @@ _DISCS = (
 _LUMBOSACRAL_VARIANTS = {46: "Bone structure of lumbar vertebra",
                          96: "Intervertebral disc structure of fifth lumbar vertebra"}
 _SRC_VARIANT = ("no specific SNOMED CT / PS3.16 concept; closest true concept, exact level in "
-                "Segment Label and Tracking ID (spineseg/codes_table.py)")
+                "Segment Label and Tracking ID (spineseg/outputs/codes_table.py)")
+
+
+def _entry(name: str, code: str, meaning: str, rgb: tuple[int, int, int], source: str) -> dict:
+    return {"name": name, "category": _ANATOMICAL_STRUCTURE, "type": (code, "SCT", meaning), "region": None,
+            "rgb": rgb, "source": source}
 
 
 def _build():
     table = {
-        1: {
-            "name": "Spinal cord",
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": ("2748008", "SCT", "Spinal cord"),
-            "region": None,
-            "rgb": (255, 215, 0),
-            "source": "PS3.16 CID 7151/7153 (pydicom 3.0.2 codes); "
-                      "TotalSegmentator snomed mapping",
-        },
-        2: {
-            "name": "Spinal canal",
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": ("61853006", "SCT", "Vertebral canal"),
-            "region": None,
-            "rgb": (150, 210, 250),
-            "source": "PS3.16 CID 8134/6115 (pydicom 3.0.2 "
-                      "codes.SCT.VertebralCanal); not in CID 7151",
-        },
-        50: {
-            "name": "Sacrum",
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": ("54735007", "SCT", "Sacrum"),
-            "region": None,
-            "rgb": (150, 95, 60),
-            "source": "PS3.16 CID 7151 (pydicom 3.0.2 codes); "
-                      "TotalSegmentator snomed mapping",
-        },
+        1: _entry("Spinal cord", "2748008", "Spinal cord", (255, 215, 0),
+                  "PS3.16 CID 7151/7153 (pydicom 3.0.2 codes); TotalSegmentator snomed mapping"),
+        2: _entry("Spinal canal", "61853006", "Vertebral canal", (150, 210, 250),
+                  "PS3.16 CID 8134/6115 (pydicom 3.0.2 codes.SCT.VertebralCanal); not in CID 7151"),
+        50: _entry("Sacrum", "54735007", "Sacrum", (150, 95, 60),
+                   "PS3.16 CID 7151 (pydicom 3.0.2 codes); TotalSegmentator snomed mapping"),
     }
     for i, (label, level, code) in enumerate(_VERTEBRAE):
-        table[label] = {
-            "name": f"{level} vertebra",
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": (code, "SCT", _LUMBOSACRAL_VARIANTS.get(label, f"{level} vertebra")),
-            "region": None,
-            "rgb": _VERT_RGB[i % 3],
-            "source": _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_VERT,
-        }
+        table[label] = _entry(f"{level} vertebra", code, _LUMBOSACRAL_VARIANTS.get(label, f"{level} vertebra"),
+                              _VERT_RGB[i % 3], _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_VERT)
     for i, (label, upper, lower, code) in enumerate(_DISCS):
-        table[label] = {
-            "name": f"{upper}-{lower} intervertebral disc",
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": (code, "SCT", _LUMBOSACRAL_VARIANTS.get(label, f"{upper}/{lower} disc")),
-            "region": None,
-            "rgb": _DISC_RGB[i % 3],
-            "source": _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_DISC,
-        }
+        table[label] = _entry(f"{upper}-{lower} intervertebral disc", code,
+                              _LUMBOSACRAL_VARIANTS.get(label, f"{upper}/{lower} disc"), _DISC_RGB[i % 3],
+                              _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_DISC)
     return dict(sorted(table.items()))
 
 

@@ -8,7 +8,7 @@ cord and sacrum labels are mapped directly. Six lumbar regions is why L6 (46) an
 disc (96) can appear on a real study with lumbosacral transitional anatomy.
 
 Nothing here is typed from memory: the sizes are read from ``iterative_label``'s signature and
-the landmark labels from the parameters this app passes (``spineseg.inference``), which are the
+the landmark labels from the parameters this app passes (``spineseg.inference.two_step``), which are the
 reference command's own. ``label_texts`` reads the level names that totalspineseg's command
 prints on its final preview images, a second, independent statement of the same set.
 """
@@ -35,7 +35,7 @@ def region_max_sizes() -> tuple[int, ...]:
 @cache
 def emittable_labels() -> frozenset[int]:
     """Every final label value the in-process pipeline can write into a label map."""
-    from .inference import STEP1_LABELLING, STEP2_LABELLING
+    from spineseg.inference.two_step import STEP1_LABELLING, STEP2_LABELLING
 
     sizes = list(region_max_sizes())
     p = STEP2_LABELLING
@@ -72,5 +72,5 @@ def label_texts() -> dict[int, str]:
                 texts.update(ast.literal_eval(kw[name]))
     if not texts:
         raise RuntimeError("totalspineseg's final preview call (_step2_output_tags) was not found; "
-                           "its label texts moved: update spineseg/label_scheme.py")
+                           "its label texts moved: update spineseg/inference/label_scheme.py")
     return texts

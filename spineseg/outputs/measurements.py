@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .codes_table import STRUCTURES
-from .numbering import _ANATOMICAL_SEQUENCE, level_name
+from spineseg.outputs.codes_table import STRUCTURES
+from spineseg.inference.numbering import _ANATOMICAL_SEQUENCE, level_name
 
 STEP_MM = 0.2            # sampling step along lines and planes (well under any MR voxel)
 MARGIN_FRACTION = 0.15   # anterior/posterior heights: this far inside the margins

@@ -1,6 +1,6 @@
 """TotalSpineSeg's two-step inference, in one process and in memory.
 
-The steps and their parameters follow ``totalspineseg/inference.py`` (release 20260807) exactly;
+The steps and their parameters follow ``totalspineseg/inference/two_step.py`` (release 20260807) exactly;
 each post-processing step is totalspineseg's own in-memory function. The networks run through
 nnU-Net's predictor, built from the plans with ``manual_initialization`` so that no trainer
 lookup (and hence no torchvision import), no worker process and no intermediate file is needed.
@@ -19,9 +19,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError, ModelError
-from .numbering import Numbering
-from .numbering import assess as assess_numbering
+from spineseg.errors import InputError, ModelError
+from spineseg.inference.numbering import Numbering
+from spineseg.inference.numbering import assess as assess_numbering
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class SegmentationResult:
     labels: np.ndarray                    # same shape and grid as the input volume
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    numbering: Numbering | None = None    # anchors, landmark agreement, variants (spineseg.numbering)
+    numbering: Numbering | None = None    # anchors, landmark agreement, variants (spineseg.inference.numbering)
     partner: dict | None = None           # the series of the study whose labels named the levels (--loc)
 
 

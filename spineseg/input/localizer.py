@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dicom_input import SeriesInfo
+from spineseg.input.dicom_input import SeriesInfo
 
 MIN_OVERLAP_MM = 20.0      # head-foot overlap a partner needs (about a vertebra and a disc)
 

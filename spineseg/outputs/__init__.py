@@ -1,0 +1,1 @@
+"""Stage 3, outputs: DICOM SEG, measurements (SR), review picture (Secondary Capture), atomic files, the output folder."""
