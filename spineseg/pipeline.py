@@ -13,6 +13,7 @@ from spineseg.delivery.send import deliver_all
 from spineseg.input.dicom_input import ScanResult, SeriesInfo, Volume, load_volume, preflight, scan_dicom
 from spineseg import logsafe
 from spineseg.errors import DeliveryError, InputError
+from spineseg.inference.stations import compare as compare_stations
 from spineseg.inference.two_step import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
 from spineseg.input.localizer import partner_candidates
 from spineseg.outputs.measurements import measure_levels, measurements_table
@@ -121,6 +122,34 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
     raise InputError("NO_LEVEL_LANDMARK", no_landmark.message + " No other series of the study could name its "
                      "levels" + (": " + "; ".join(refused) if refused else " (the study holds no other series)") + ".",
                      series_uid=volume.series.series_uid) from no_landmark
+
+
+def _same_frame(a: Volume, b: Volume) -> bool:
+    fa, fb = (str(getattr(v.series.first, "FrameOfReferenceUID", "") or "") for v in (a, b))
+    return a.series.study_uid == b.series.study_uid and bool(fa) and fa == fb
+
+
+def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) -> None:
+    """One numbering for a study: where two processed series of one Frame of Reference name the vertebrae
+    they both see differently (each counted from its own landmarks; transitional anatomy does that), flag
+    both numberings (confidence low, a warning naming the levels) so that neither passes for certain."""
+    for i in range(len(segmented)):
+        for j in range(i + 1, len(segmented)):
+            (va, ra), (vb, rb) = segmented[i], segmented[j]
+            if not _same_frame(va, vb):
+                continue
+            comparison = compare_stations(ra.labels, va.affine, rb.labels, vb.affine)
+            if comparison.consistent:
+                continue
+            log.warning("series %s and %s name the vertebrae they share differently", va.series.series_number,
+                        vb.series.series_number)
+            for result in (ra, rb):
+                if result.numbering is not None:
+                    result.numbering.flag("stations disagree", f"series {va.series.series_number} and series "
+                                          f"{vb.series.series_number} name the vertebrae they share differently "
+                                          f"({comparison.describe()}): at least one count is wrong, confirm it on "
+                                          "a whole-spine image")
+                    result.numbering.confidence = "low"
 
 
 def output_stem(volume: Volume, taken: set[str]) -> str:
@@ -251,11 +280,14 @@ def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
     models = get_models(cfg, report)
     taken: set[str] = set()
     done: dict = {}
+    segmented = []
     for series in chosen:
         volume = load_series(series, cfg, report)
-        result = segment_series(volume, scan.series, models, cfg, report, done)
+        segmented.append((volume, segment_series(volume, scan.series, models, cfg, report, done)))
+    check_station_agreement(segmented)
+    for volume, result in segmented:
         report.processed.append(write_results(volume, result, models, cfg, report, output_stem(volume, taken)))
-        del volume, result
+    del segmented
     deliver_results(cfg, report)
     return report.processed
 

@@ -123,3 +123,26 @@ def test_three_stations_get_three_segs_with_one_numbering(tmp_path):
         assert (va[both] == vb[both]).mean() >= 0.95, (a, b)
         shared += int(both.sum())
     assert shared > 0
+    assert not any("share differently" in w for e in entries.values() for w in e["numbering"]["warnings"])
+
+
+def test_stations_that_name_shared_vertebrae_differently_are_both_flagged(tmp_path):
+    """Six lumbar vertebrae: the lumbar station counts up from L5-S1 and the thoracic one carries the count down
+    from the cervical station, so they disagree by a level where they overlap; both say so."""
+    P.write_study(5203, tmp_path / "exam", P.STATIONS, variant="6-lumbar")
+    out = tmp_path / "out"
+    cfg = AppConfig.from_settings(tmp_path / "exam", out, None, {"selection": {"all_eligible": True}}, env={})
+    report = RunReport(out)
+    run_all(cfg, report)
+    entries = {e["series_number"]: e for e in report.processed}
+    for n in (12, 13):
+        numbering = entries[n]["numbering"]
+        assert numbering["confidence"] == "low"
+        assert any("series 12 and series 13 name the vertebrae they share differently" in w
+                   for w in numbering["warnings"]), numbering["warnings"]
+    assert "CHECK LEVELS" in pydicom_description(out / entries[13]["outputs"]["seg"])
+
+
+def pydicom_description(path) -> str:
+    import pydicom
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesDescription)

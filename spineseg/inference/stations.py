@@ -1,0 +1,62 @@
+"""Do two series of one exam name the same vertebrae the same way? (one numbering for a whole study)
+
+Two stations of a whole-spine exam (or a series and its localizer) that share a Frame of Reference
+see some anatomy twice. Each may have been numbered from its own landmarks; with transitional
+anatomy (six lumbar vertebrae counted up from L5-S1 in one station, down from C2-C3 in the other)
+they can disagree by a level where they overlap, which a surgeon reading both would not notice.
+This module compares two label maps voxel by voxel in patient space: every vertebra voxel of one
+is looked up (nearest voxel) in the other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spineseg.inference.numbering import level_name
+
+VERTEBRAE = (11, 46)              # C1 .. L6 (the sacrum is the same bone in every numbering)
+MIN_SHARED_VOXELS = 500           # about a vertebral body's slice: less is not an overlap worth judging
+AGREEMENT_FLOOR = 0.95
+
+
+@dataclass
+class Comparison:
+    shared_voxels: int            # vertebra voxels of ``a`` that fall on a vertebra of ``b``
+    agreement: float              # share of those with the same level in both
+    offsets: dict[str, str]       # a's level -> the level b gives the same bone, where they differ (most voxels)
+
+    @property
+    def judged(self) -> bool:
+        return self.shared_voxels >= MIN_SHARED_VOXELS
+
+    @property
+    def consistent(self) -> bool:
+        return not self.judged or self.agreement >= AGREEMENT_FLOOR
+
+    def describe(self) -> str:
+        pairs = ", ".join(f"{a} is {b}" for a, b in list(self.offsets.items())[:3])
+        return f"{100 * self.agreement:.0f} % of {self.shared_voxels} shared vertebra voxels agree ({pairs})"
+
+
+def compare(labels_a: np.ndarray, affine_a: np.ndarray, labels_b: np.ndarray, affine_b: np.ndarray) -> Comparison:
+    """Level agreement of ``a`` with ``b`` (label maps with voxel -> LPS affines) where both see vertebrae."""
+    lo, hi = VERTEBRAE
+    idx = np.argwhere((labels_a >= lo) & (labels_a <= hi))
+    if not len(idx):
+        return Comparison(0, 1.0, {})
+    world = idx @ np.asarray(affine_a)[:3, :3].T + np.asarray(affine_a)[:3, 3]
+    inv = np.linalg.inv(np.asarray(affine_b, float))
+    jdx = np.rint(world @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+    inside = np.all((jdx >= 0) & (jdx < np.array(labels_b.shape)), axis=1)
+    va = labels_a[tuple(idx[inside].T)]
+    vb = labels_b[tuple(jdx[inside].T)]
+    both = (vb >= lo) & (vb <= hi)
+    va, vb = va[both], vb[both]
+    if not va.size:
+        return Comparison(0, 1.0, {})
+    offsets = {}
+    for value in np.unique(va[va != vb]):
+        other = np.bincount(vb[(va == value) & (vb != value)]).argmax()
+        offsets[level_name(int(value))] = level_name(int(other))
+    return Comparison(int(va.size), float((va == vb).mean()), offsets)
