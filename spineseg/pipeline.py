@@ -15,12 +15,12 @@ from spineseg import logsafe
 from spineseg.errors import DeliveryError, InputError
 from spineseg.inference.stations import compare as compare_stations
 from spineseg.inference.two_step import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
-from spineseg.input.localizer import partner_candidates
+from spineseg.input.localizer import partner_candidates, same_frame
 from spineseg.outputs.measurements import measure_levels, measurements_table
 from spineseg.report import RunReport, structures_found
 from spineseg.outputs.review_image import render_review, write_png
 from spineseg.outputs.sc_writer import build_review_sc
-from spineseg.outputs.seg_writer import build_seg, encoding_record, write_label_nifti, write_seg
+from spineseg.outputs.seg_writer import build_seg, encoding_record, weights_release, write_label_nifti, write_seg
 from spineseg.input.selection import select_series
 from spineseg.outputs.sr_writer import build_measurement_sr
 from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
@@ -124,11 +124,6 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
                      series_uid=volume.series.series_uid) from no_landmark
 
 
-def _same_frame(a: Volume, b: Volume) -> bool:
-    fa, fb = (str(getattr(v.series.first, "FrameOfReferenceUID", "") or "") for v in (a, b))
-    return a.series.study_uid == b.series.study_uid and bool(fa) and fa == fb
-
-
 def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) -> None:
     """One numbering for a study: where two processed series of one Frame of Reference name the vertebrae
     they both see differently (each counted from its own landmarks; transitional anatomy does that), flag
@@ -136,7 +131,7 @@ def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) 
     for i in range(len(segmented)):
         for j in range(i + 1, len(segmented)):
             (va, ra), (vb, rb) = segmented[i], segmented[j]
-            if not _same_frame(va, vb):
+            if not same_frame(va.series, vb.series):
                 continue
             comparison = compare_stations(ra.labels, va.affine, rb.labels, vb.affine)
             if comparison.consistent:
@@ -235,8 +230,8 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
     if cfg.outputs.review_image:
         with report.stage("review_image"):
             footer = [result.numbering.content if result.numbering else "",
-                      f"{APP_NAME} {__version__} - TotalSpineSeg {entry_release(models)} - derived image, "
-                      "not for primary diagnosis"]
+                      f"{APP_NAME} {__version__} - TotalSpineSeg {weights_release(models.describe())} - "
+                      "derived image, not for primary diagnosis"]
             rgb, plane = render_review(volume.array, result.labels, volume.affine, phantom=phantom, footer=footer)
             png = write_png(rgb, cfg.output_dir / f"{stem}_review.png")
             sc = build_review_sc(sources, rgb, plane, str(seg.SOPInstanceUID), phantom)
@@ -245,12 +240,6 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
         entry["dicom_outputs"].append(dicom_record("sc", sc, sc_path))
         report.add_output(png)
         report.add_output(sc_path)
-
-
-def entry_release(models: ModelPair) -> str:
-    d = models.describe()
-    return d["step1"]["release"] if d["step1"]["release"] == d["step2"]["release"] else \
-        f"{d['step1']['release']}+{d['step2']['release']}"
 
 
 def seg_files(report: RunReport) -> list[Path]:

@@ -53,6 +53,12 @@ def _frame_of_reference(series: SeriesInfo) -> str | None:
     return str(getattr(series.first, "FrameOfReferenceUID", "") or "") or None
 
 
+def same_frame(a: SeriesInfo, b: SeriesInfo) -> bool:
+    """Same study and the same (present) Frame of Reference: their patient coordinates can be compared."""
+    fa = _frame_of_reference(a)
+    return a.study_uid == b.study_uid and fa is not None and fa == _frame_of_reference(b)
+
+
 def partner_candidates(target: SeriesInfo, others: list[SeriesInfo]) -> tuple[list[SeriesInfo], list[str]]:
     """Series that may anchor ``target``'s numbering, largest head-foot coverage first, and the reason
     each other series was refused."""

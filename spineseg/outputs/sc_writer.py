@@ -13,7 +13,7 @@ from pydicom.sr.codedict import codes
 
 from spineseg import APP_NAME, __version__
 from spineseg.outputs.review_image import ReviewPlane
-from spineseg.outputs.seg_writer import derived_uid
+from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
 SC_SERIES_OFFSET = 2000
 
@@ -28,15 +28,6 @@ def nearest_source(datasets: list[Dataset], plane: ReviewPlane) -> Dataset:
         normal = np.cross(iop[:3], iop[3:])
         return abs((centre - np.asarray(ds.ImagePositionPatient, float)) @ normal)
     return min(datasets, key=distance)
-
-
-def offset_series_number(source: Dataset, offset: int) -> int:
-    """``offset`` + the source's SeriesNumber, inside the IS range (0..2^31-1)."""
-    try:
-        number = int(float(getattr(source, "SeriesNumber", 0) or 0))
-    except (TypeError, ValueError, OverflowError):
-        number = 0
-    return min(max(offset + number, 0), 2**31 - 1)
 
 
 def build_review_sc(source_datasets: list[Dataset], rgb: np.ndarray, plane: ReviewPlane, seg_uid: str,

@@ -104,11 +104,16 @@ def seg_series_number(source: Dataset, settings: SegSettings) -> int:
     """The configured SeriesNumber, else 1000 + the source's, kept inside the IS range (0..2^31-1)."""
     if settings.series_number is not None:
         return settings.series_number
+    return offset_series_number(source, 1000)
+
+
+def offset_series_number(source: Dataset, offset: int) -> int:
+    """``offset`` + the source's SeriesNumber, inside the IS range (0..2^31-1); 0 for an unreadable one."""
     try:
         number = int(float(getattr(source, "SeriesNumber", 0) or 0))
     except (TypeError, ValueError, OverflowError):
         number = 0
-    return min(max(1000 + number, 0), 2**31 - 1)
+    return min(max(offset + number, 0), 2**31 - 1)
 
 
 def segment_descriptions(label_values: list[int], algorithm, tracking_key: str) -> list:
@@ -134,11 +139,17 @@ def segment_descriptions(label_values: list[int], algorithm, tracking_key: str) 
     return descs
 
 
+def weights_release(model_description: dict) -> str:
+    """The weights' release ("r20260730", "phantom"), or both when the two steps differ."""
+    s1, s2 = model_description["step1"]["release"], model_description["step2"]["release"]
+    return s1 if s1 == s2 else f"{s1}+{s2}"
+
+
 def algorithm_identification(model_description: dict):
     import highdicom as hd
 
     s1, s2 = model_description["step1"], model_description["step2"]
-    release = s1["release"] if s1["release"] == s2["release"] else f"{s1['release']}+{s2['release']}"
+    release = weights_release(model_description)
     return hd.AlgorithmIdentificationSequence(
         name="TotalSpineSeg",
         family=codes.cid7162.ArtificialIntelligence,

@@ -27,8 +27,7 @@ from pydicom.sr.codedict import codes
 from spineseg import APP_NAME, __version__
 from spineseg.outputs.codes_table import STRUCTURES
 from spineseg.outputs.measurements import CANAL, CORD, LevelMeasurements
-from spineseg.outputs.sc_writer import offset_series_number
-from spineseg.outputs.seg_writer import derived_uid
+from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
 SR_SERIES_OFFSET = 3000
 _MODIFIER = {"anterior": codes.SCT.Anterior, "centre": codes.SCT.Central, "posterior": codes.SCT.Posterior}
