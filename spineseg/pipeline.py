@@ -51,7 +51,7 @@ def choose_series(scan: ScanResult, cfg: AppConfig, report: RunReport) -> list[S
 
 def get_models(cfg: AppConfig, report: RunReport) -> ModelPair:
     with report.stage("load_models"):
-        models = load_models(cfg.models_dir, cfg.device, cfg.model_release)
+        models = load_models(cfg.models_dir, cfg.device, cfg.model_release, cfg.backend)
     report.models = models.describe()
     if models.kind == "phantom":
         report.warn("the models are the bundled PHANTOM-trained test weights, not the clinical TotalSpineSeg "

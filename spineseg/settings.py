@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination
 from spineseg.errors import SpineSegError
+from spineseg.inference.backends import SETTINGS as BACKEND_SETTINGS
 from spineseg.outputs.seg_writer import SegSettings
 from spineseg.input.selection import SelectionRules
 
@@ -250,6 +251,7 @@ class AppConfig:
     models_dir: Path = DEFAULT_MODELS
     device: str = "auto"                       # auto | cpu | cuda
     model_release: str = "auto"                # auto (newest installed release, else bundled) | direct | rYYYYMMDD
+    backend: str = "auto"                      # auto | torch | openvino | openvino-bf16 (spineseg.inference.backends)
     max_voxels: int = 48_000_000
     seg: SegSettings = field(default_factory=SegSettings)
     selection: SelectionRules = field(default_factory=SelectionRules)
@@ -265,6 +267,7 @@ class AppConfig:
         env = os.environ if env is None else env
         seg, sel = _section(s, "seg"), _section(s, "selection")
         for var, target, key in (("SPINESEG_DEVICE", s, "device"), ("SPINESEG_MODEL_RELEASE", s, "model_release"),
+                                 ("SPINESEG_BACKEND", s, "backend"),
                                  ("SPINESEG_MAX_VOXELS", s, "max_voxels"),
                                  ("SPINESEG_SEG_TYPE", seg, "segmentation_type"),
                                  ("SPINESEG_SEG_COMPRESSION", seg, "compression"),
@@ -285,12 +288,15 @@ class AppConfig:
         device = to_text("SPINESEG_DEVICE", s.get("device", "auto")).lower()
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise bad_setting(f"SPINESEG_DEVICE={device!r} must be auto, cpu or cuda")
+        backend = to_text("SPINESEG_BACKEND", s.get("backend", "auto")).lower()
+        if backend not in BACKEND_SETTINGS:
+            raise bad_setting(f"SPINESEG_BACKEND={backend!r} must be one of {', '.join(BACKEND_SETTINGS)}")
         try:
             seg_settings, selection = SegSettings(**seg), SelectionRules(**sel)
         except TypeError as exc:
             raise bad_setting(f"unknown setting in spineseg.seg or spineseg.selection ({exc})") from None
         cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
-                  device=device, model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
+                  device=device, backend=backend, model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
                   max_voxels=to_int("SPINESEG_MAX_VOXELS", s.get("max_voxels", 48_000_000), 1, 10**11),
                   seg=seg_settings, selection=selection)
         cfg.destinations = destinations_from_settings(s, env)

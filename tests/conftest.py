@@ -41,6 +41,15 @@ def real_t2_dicom() -> Path:
     return REAL_T2_DICOM
 
 
+@pytest.fixture(scope="session", autouse=True)
+def openvino_cache(tmp_path_factory):
+    """One cache of exported networks for the whole run, outside the home folder (app runs in subprocesses
+    inherit it): the first test that runs a network under OpenVINO exports it, the others reuse it."""
+    if not os.environ.get("SPINESEG_OPENVINO_CACHE"):
+        os.environ["SPINESEG_OPENVINO_CACHE"] = str(tmp_path_factory.mktemp("openvino-cache"))
+    return Path(os.environ["SPINESEG_OPENVINO_CACHE"])
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return MODELS

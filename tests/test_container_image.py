@@ -165,6 +165,9 @@ def test_demo_study_offline_read_only_non_root(image, demo_study, tmp_path):
     assert {p.name for p in segs + labels} <= set(report["outputs"])
     assert all((out / rel).is_file() for rel in report["outputs"])
     assert report["delivery"]["configured"] is False
+    # the default CPU backend runs the IR exported at image build: nothing to export, no cache to write
+    assert report["models"]["backend"].startswith("openvino")
+    assert report["models"]["step1"]["openvino_ir"] == report["models"]["step2"]["openvino_ir"] == "precompiled"
     seg = pydicom.dcmread(segs[0])
     assert seg.Modality == "SEG" and len(seg.SegmentSequence) >= 10
     assert_owned_by_uid(out)

@@ -148,6 +148,8 @@ def main(argv=None) -> int:
         return 4
     print(f"installed {', '.join(DATASETS)} into {target}")
     print(f"run the app with -m {a.models} (SPINESEG_MODEL_RELEASE={target.name} to pin this release)")
+    print("for the OpenVINO CPU backends, export the networks once now (else the first run does, into its cache):\n"
+          f"  python -m spineseg.inference.backends --precompile {a.models} --release {target.name}")
     return 0
 
 

@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from spineseg.errors import InputError, ModelError
+from spineseg.inference import backends
 from spineseg.inference.numbering import Numbering
 from spineseg.inference.numbering import assess as assess_numbering
 
@@ -111,7 +112,7 @@ def _model_kind(folder: Path, checkpoint: dict) -> tuple[str, str]:
 class LoadedModel:
     """An nnU-Net network with its plans, ready for in-memory prediction."""
 
-    def __init__(self, folder: Path, device: str = "cpu"):
+    def __init__(self, folder: Path, device: str = "cpu", backend: str = "torch", cache_dir: Path | None = None):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -156,7 +157,35 @@ class LoadedModel:
         net.to(torch.device(device)).eval()
         kind, release = _model_kind(folder, checkpoint)
         self.n_inputs = n_in
+        self.patch_size = [int(v) for v in cm.patch_size]
+        # the smallest input the encoder's strides take down to a 2-voxel bottleneck (for tracing)
+        strides = np.ones(3, int)
+        for stride in cm.network_arch_init_kwargs.get("strides", []):
+            strides *= np.broadcast_to(np.asarray(stride, int), 3)
+        self.trace_shape = [int(v) for v in np.minimum(2 * strides, self.patch_size)]
+        self._configuration = json.dumps(plans["configurations"][configuration], sort_keys=True)
         self.info = ModelInfo(folder.parent.name, folder, ckpt_path, sha256_of(ckpt_path), kind, release)
+        self.backend, self.ir_source = backend, None
+        if backend != "torch":
+            self._use_openvino(backend, cache_dir)
+
+    def export_key(self) -> backends.ExportKey:
+        return backends.ExportKey(f"{self.info.dataset}/{self.info.folder.name}", self.info.sha256,
+                                  self._configuration, self.n_inputs)
+
+    def _use_openvino(self, backend: str, cache_dir: Path | None) -> None:
+        """Run the forward pass through OpenVINO; nnU-Net's sliding window around it stays as it is."""
+        try:
+            model, self.ir_source = backends.ir_for(self.predictor.network, self.info.folder, self.export_key(),
+                                                    self.patch_size, self.trace_shape, cache_dir)
+            network = backends.OpenVINONetwork(model, backends.PRECISION[backend])
+        except Exception as exc:
+            raise ModelError("BACKEND_FAILED", f"Cannot run {self.info.dataset} with SPINESEG_BACKEND={backend} "
+                             f"({type(exc).__name__}: {exc}); use SPINESEG_BACKEND=torch.",
+                             path=str(self.info.folder)) from exc
+        # the weights live in the IR now: drop PyTorch's copies (about 0.6 GB for a full-size network)
+        self.predictor.network = network
+        self.predictor.list_of_parameters = [None]
 
     def predict(self, channels: list[nib.Nifti1Image]) -> nib.Nifti1Image:
         """Segment images that share one grid (channel order as in dataset.json)."""
@@ -176,16 +205,19 @@ class ModelPair:
     step1: LoadedModel
     step2: LoadedModel
     device: str
+    backend: str = "torch"
 
     def describe(self) -> dict:
-        return {"device": self.device, "step1": self.step1.info.as_dict(), "step2": self.step2.info.as_dict()}
+        steps = {name: {**m.info.as_dict(), **({"openvino_ir": m.ir_source} if m.ir_source else {})}
+                 for name, m in (("step1", self.step1), ("step2", self.step2))}
+        return {"device": self.device, "backend": self.backend, **steps}
 
     @property
     def kind(self) -> str:
         return "phantom" if "phantom" in (self.step1.info.kind, self.step2.info.kind) else "official"
 
 
-_CACHE: dict[tuple[str, str, str], ModelPair] = {}
+_CACHE: dict[tuple[str, str, str, str], ModelPair] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -198,15 +230,19 @@ def pick_device(setting: str = "auto") -> str:
     return setting
 
 
-def load_models(models_dir: Path, device: str = "auto", release: str = "auto") -> ModelPair:
-    """Load both steps once per process; later calls with the same folder reuse them."""
+def load_models(models_dir: Path, device: str = "auto", release: str = "auto", backend: str = "torch") -> ModelPair:
+    """Load both steps once per process; later calls with the same folder reuse them.
+
+    ``backend`` (spineseg.inference.backends): ``torch``, the reference's exact path, unless asked
+    otherwise; the app passes its ``SPINESEG_BACKEND`` setting (default ``auto``).
+    """
     device = pick_device(device)
-    key = (str(Path(models_dir).resolve()), device, release)
+    backend = backends.resolve(backend, device)
+    key = (str(Path(models_dir).resolve()), device, release, backend)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = ModelPair(LoadedModel(find_model_folder(models_dir, STEP1_DATASET, release), device),
-                                    LoadedModel(find_model_folder(models_dir, STEP2_DATASET, release), device),
-                                    device)
+            _CACHE[key] = ModelPair(*(LoadedModel(find_model_folder(models_dir, ds, release), device, backend)
+                                      for ds in (STEP1_DATASET, STEP2_DATASET)), device, backend)
         return _CACHE[key]
 
 
