@@ -13,6 +13,7 @@ from spineseg.delivery.send import deliver_all
 from spineseg.input.dicom_input import ScanResult, SeriesInfo, Volume, load_volume, preflight, scan_dicom
 from spineseg import logsafe
 from spineseg.errors import DeliveryError, InputError
+from spineseg.inference.stations import AGREEMENT_FLOOR, anchor_rank, renumber
 from spineseg.inference.stations import compare as compare_stations
 from spineseg.inference.two_step import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
 from spineseg.input.localizer import partner_candidates, same_frame
@@ -124,10 +125,22 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
                      series_uid=volume.series.series_uid) from no_landmark
 
 
+def _count_rank(result: SegmentationResult) -> int:
+    """How much a numbering's count is worth (stations.ANCHOR_PRIORITY): its own anchors, or those of the
+    partner it was named from."""
+    anchors = list(result.numbering.anchors) if result.numbering else []
+    anchors += (result.partner or {}).get("anchors", [])
+    return anchor_rank(anchors)
+
+
 def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) -> None:
-    """One numbering for a study: where two processed series of one Frame of Reference name the vertebrae
-    they both see differently (each counted from its own landmarks; transitional anatomy does that), flag
-    both numberings (confidence low, a warning naming the levels) so that neither passes for certain."""
+    """One numbering for a study. Where two processed series of one Frame of Reference name the vertebrae
+    they both see differently (each counted from its own landmarks; transitional anatomy does that), the
+    one whose count TotalSpineSeg would trust less on a single whole-spine image (stations.ANCHOR_PRIORITY:
+    C2-C3 first) is renumbered to the other's count when one level shift explains the difference; both are
+    flagged (confidence low, a warning naming the series and levels), since the anatomy is then atypical.
+    Where no shift explains it, or both counts rest on the same landmark, both are only flagged."""
+    ranks = {id(r): _count_rank(r) for _, r in segmented}
     for i in range(len(segmented)):
         for j in range(i + 1, len(segmented)):
             (va, ra), (vb, rb) = segmented[i], segmented[j]
@@ -138,13 +151,47 @@ def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) 
                 continue
             log.warning("series %s and %s name the vertebrae they share differently", va.series.series_number,
                         vb.series.series_number)
+            names = f"series {va.series.series_number} and series {vb.series.series_number}"
+            told = f"{names} name the vertebrae they share differently ({comparison.describe()})"
+            renumbered = _renumber_weaker(segmented[i], segmented[j], comparison, ranks)
+            if renumbered is not None:
+                weak, strong, shift = renumbered
+                warning = (f"{told}; series {weak.series.series_number} was renumbered {abs(shift)} level(s) "
+                           f"{'down' if shift > 0 else 'up'} to the count of series {strong.series.series_number}, "
+                           "which TotalSpineSeg would follow on one whole-spine image (counting from C2-C3). Two "
+                           "landmarks disagree, so the anatomy is likely transitional: confirm the levels on a "
+                           "whole-spine image")
+                tag = "stations renumbered"
+            else:
+                warning = f"{told}: at least one count is wrong, confirm it on a whole-spine image"
+                tag = "stations disagree"
             for result in (ra, rb):
                 if result.numbering is not None:
-                    result.numbering.flag("stations disagree", f"series {va.series.series_number} and series "
-                                          f"{vb.series.series_number} name the vertebrae they share differently "
-                                          f"({comparison.describe()}): at least one count is wrong, confirm it on "
-                                          "a whole-spine image")
+                    result.numbering.flag(tag, warning)
                     result.numbering.confidence = "low"
+
+
+def _renumber_weaker(a: tuple[Volume, SegmentationResult], b: tuple[Volume, SegmentationResult],
+                     comparison, ranks: dict[int, int]) -> tuple[Volume, Volume, int] | None:
+    """Renumber the station with the weaker count (``ranks``: id of a result -> its count's rank, updated
+    here) to the other's, in place; (weak, strong, shift) or None where it cannot be done safely."""
+    (va, ra), (vb, rb) = a, b
+    rank_a, rank_b = ranks[id(ra)], ranks[id(rb)]
+    if rank_a == rank_b or comparison.shift == 0 or comparison.shift_share < AGREEMENT_FLOOR:
+        return None
+    # comparison.shift takes a's names to b's
+    (weak_v, weak_r, strong_v, strong_r, shift) = ((va, ra, vb, rb, comparison.shift) if rank_a > rank_b
+                                                   else (vb, rb, va, ra, -comparison.shift))
+    shifted = renumber(weak_r.labels, shift)
+    if shifted is None or not compare_stations(shifted, weak_v.affine, strong_r.labels, strong_v.affine).consistent:
+        return None
+    weak_r.labels = shifted
+    ranks[id(weak_r)] = ranks[id(strong_r)]
+    if weak_r.numbering is not None:
+        weak_r.numbering.notes.append(f"levels renumbered {shift:+d} to the count of series "
+                                      f"{strong_v.series.series_number}; the anchors, landmarks and ranges listed "
+                                      "here are those of this series' own count, before renumbering")
+    return weak_v, strong_v, shift
 
 
 def output_stem(volume: Volume, taken: set[str]) -> str:

@@ -126,10 +126,16 @@ def test_three_stations_get_three_segs_with_one_numbering(tmp_path):
     assert not any("share differently" in w for e in entries.values() for w in e["numbering"]["warnings"])
 
 
-def test_stations_that_name_shared_vertebrae_differently_are_both_flagged(tmp_path):
+def test_a_station_counted_from_a_weaker_landmark_is_renumbered_to_one_numbering(tmp_path):
     """Six lumbar vertebrae: the lumbar station counts up from L5-S1 and the thoracic one carries the count down
-    from the cervical station, so they disagree by a level where they overlap; both say so."""
-    P.write_study(5203, tmp_path / "exam", P.STATIONS, variant="6-lumbar")
+    from the cervical station (C2-C3), so they disagree by a level where they overlap. The lumbar station is
+    renumbered to the count from C2-C3, as TotalSpineSeg names a whole spine: its last lumbar vertebra becomes
+    L6, the levels match the truth, the two stations agree, and both say what happened."""
+    import nibabel as nib
+
+    from spineseg.inference.stations import compare
+    from spineseg.input.dicom_input import load_volume
+    study = P.write_study(5203, tmp_path / "exam", P.STATIONS, variant="6-lumbar")
     out = tmp_path / "out"
     cfg = AppConfig.from_settings(tmp_path / "exam", out, None, {"selection": {"all_eligible": True}}, env={})
     report = RunReport(out)
@@ -139,8 +145,24 @@ def test_stations_that_name_shared_vertebrae_differently_are_both_flagged(tmp_pa
         numbering = entries[n]["numbering"]
         assert numbering["confidence"] == "low"
         assert any("series 12 and series 13 name the vertebrae they share differently" in w
+                   and "series 13 was renumbered 1 level(s) down to the count of series 12" in w
                    for w in numbering["warnings"]), numbering["warnings"]
     assert "CHECK LEVELS" in pydicom_description(out / entries[13]["outputs"]["seg"])
+    series = {s.series_number: s for s in scan_dicom(tmp_path / "exam").series}
+    maps = {n: (np.asarray(nib.load(out / entries[n]["outputs"]["label_map"]).dataobj), load_volume(series[n]).affine)
+            for n in (12, 13)}
+    assert compare(*maps[13], *maps[12]).consistent
+    lumbar, affine = maps[13]
+    assert 46 in np.unique(lumbar) and 96 in np.unique(lumbar)       # L6 and the L5-L6 disc
+    truth = study["station3"]
+    idx = np.argwhere((lumbar >= 11) & (lumbar <= 46))
+    world = idx @ affine[:3, :3].T + affine[:3, 3]
+    g = truth["geometry"].affine
+    jdx = np.rint((world - g[:3, 3]) @ np.linalg.inv(g[:3, :3]).T).astype(int)
+    inside = np.all((jdx >= 0) & (jdx < truth["labels"].shape), axis=1)
+    ours, true = lumbar[tuple(idx[inside].T)], truth["labels"][tuple(jdx[inside].T)]
+    both = (true >= 11) & (true <= 46)
+    assert both.sum() > 10_000 and (ours[both] == true[both]).mean() >= 0.95
 
 
 def pydicom_description(path) -> str:

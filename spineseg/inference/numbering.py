@@ -29,16 +29,16 @@ from spineseg.outputs.codes_table import STRUCTURES
 
 SACRUM = 50
 L5, L6, L5L6, L5S1 = 45, 46, 96, 100
-_VERTEBRA_ORDER = [*range(11, 18), *range(21, 33), *range(41, 47)]
-_DISC_ORDER = [*range(63, 68), *range(71, 83), *range(91, 97), L5S1]
+VERTEBRA_ORDER = [*range(11, 18), *range(21, 33), *range(41, 47)]
+DISC_ORDER = [*range(63, 68), *range(71, 83), *range(91, 97), L5S1]
 # each disc is named after the vertebra above it: C2 -> C2-C3 (63) ... L5 -> L5-L6 (96), L6 -> L5-S1 (100)
-_ANATOMICAL_SEQUENCE = [11, *(v for pair in zip(_VERTEBRA_ORDER[1:], _DISC_ORDER) for v in pair), SACRUM]
+_ANATOMICAL_SEQUENCE = [11, *(v for pair in zip(VERTEBRA_ORDER[1:], DISC_ORDER) for v in pair), SACRUM]
 
 
 def level_name(value: int) -> str:
     """Short level name: ``L6``, ``L5-L6``, ``Sacrum``, ``Spinal canal``."""
     name = STRUCTURES[value]["name"]
-    return name.split(" ")[0] if (value in _VERTEBRA_ORDER or value in _DISC_ORDER) else name
+    return name.split(" ")[0] if (value in VERTEBRA_ORDER or value in DISC_ORDER) else name
 
 
 @dataclass
@@ -126,7 +126,7 @@ def find_landmarks(network: np.ndarray, labelled: np.ndarray, params: dict) -> l
         if n <= min_size:
             continue
         got = labelled[mask]
-        got = got[np.isin(got, _DISC_ORDER)]
+        got = got[np.isin(got, DISC_ORDER)]
         numbered = int(np.bincount(got).argmax()) if got.size else None
         found.append(Landmark(names[out], n, level_name(numbered) if numbered else None, numbered == out))
     return found
@@ -171,7 +171,7 @@ def field_of_view_edges(labels: np.ndarray, affine_lps: np.ndarray) -> tuple[lis
     axis = int(np.argmax(np.abs(np.asarray(affine_lps)[2, :3])))      # array axis closest to head-foot
     first = set(np.unique(np.take(labels, 0, axis=axis)).tolist())
     last = set(np.unique(np.take(labels, labels.shape[axis] - 1, axis=axis)).tolist())
-    levels = set(_VERTEBRA_ORDER) | set(_DISC_ORDER) | {SACRUM}
+    levels = set(VERTEBRA_ORDER) | set(DISC_ORDER) | {SACRUM}
 
     def names(vals):
         return [level_name(v) for v in sorted(vals & levels, key=lambda v: (_rank(v), v))]
@@ -200,10 +200,10 @@ def assess(network: np.ndarray, labelled: np.ndarray, params: dict,
         lm.anchor = lm.name in anchors
     values = set(np.unique(labelled if final is None else final).tolist())
     lumbar = sum(v in values for v in range(41, 47))
-    v_seq = _present_in_order(values, _VERTEBRA_ORDER, L6, SACRUM)
-    d_seq = _present_in_order(values, _DISC_ORDER, L5L6, None)
+    v_seq = _present_in_order(values, VERTEBRA_ORDER, L6, SACRUM)
+    d_seq = _present_in_order(values, DISC_ORDER, L5L6, None)
     missing_values = sorted(set(_gaps(values, v_seq)) | set(_gaps(values, d_seq)), key=_rank)
-    named = sorted((v for v in values if v in _VERTEBRA_ORDER or v in _DISC_ORDER or v == SACRUM), key=_rank)
+    named = sorted((v for v in values if v in VERTEBRA_ORDER or v in DISC_ORDER or v == SACRUM), key=_rank)
     numbering = Numbering(anchors, landmarks, lumbar,
                           (level_name(named[0]), level_name(named[-1])) if named else None,
                           [level_name(v) for v in missing_values])

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spineseg.inference.numbering import level_name
+from spineseg.inference.numbering import DISC_ORDER, L5S1, VERTEBRA_ORDER, level_name
 
 VERTEBRAE = (11, 46)              # C1 .. L6 (the sacrum is the same bone in every numbering)
 MIN_SHARED_VOXELS = 500           # about a vertebral body's slice: less is not an overlap worth judging
 AGREEMENT_FLOOR = 0.95
+# Which count wins when two stations differ: TotalSpineSeg, given one whole-spine image, names the vertebrae
+# counting down from C2-C3 (a six-lumbar spine gets an L6, not a missing T1), then from L5-S1, C7-T1, T12-L1.
+ANCHOR_PRIORITY = ("C2-C3", "L5-S1", "C7-T1", "T12-L1")
+_VERTEBRA_INDEX = {v: i for i, v in enumerate(VERTEBRA_ORDER)}
 
 
 @dataclass
@@ -25,6 +29,8 @@ class Comparison:
     shared_voxels: int            # vertebra voxels of ``a`` that fall on a vertebra of ``b``
     agreement: float              # share of those with the same level in both
     offsets: dict[str, str]       # a's level -> the level b gives the same bone, where they differ (most voxels)
+    shift: int = 0                # b's name of a's vertebra is this many levels further down, on most voxels
+    shift_share: float = 1.0      # share of shared voxels that this one shift explains
 
     @property
     def judged(self) -> bool:
@@ -59,4 +65,36 @@ def compare(labels_a: np.ndarray, affine_a: np.ndarray, labels_b: np.ndarray, af
     for value in np.unique(va[va != vb]):
         other = np.bincount(vb[(va == value) & (vb != value)]).argmax()
         offsets[level_name(int(value))] = level_name(int(other))
-    return Comparison(int(va.size), float((va == vb).mean()), offsets)
+    index = np.full(max(VERTEBRA_ORDER) + 1, -10_000)
+    index[VERTEBRA_ORDER] = np.arange(len(VERTEBRA_ORDER))
+    d = index[vb] - index[va]
+    d = d[np.abs(d) < len(VERTEBRA_ORDER)]          # both are vertebrae of the sequence
+    shift, share = 0, 1.0
+    if d.size:
+        values, counts = np.unique(d, return_counts=True)
+        shift, share = int(values[counts.argmax()]), float(counts.max() / va.size)
+    return Comparison(int(va.size), float((va == vb).mean()), offsets, shift, share)
+
+
+def anchor_rank(anchors: list[str]) -> int:
+    """Position of the best of ``anchors`` in ANCHOR_PRIORITY (len when none is a landmark name)."""
+    return min((ANCHOR_PRIORITY.index(a) for a in anchors if a in ANCHOR_PRIORITY), default=len(ANCHOR_PRIORITY))
+
+
+def renumber(labels: np.ndarray, shift: int) -> np.ndarray | None:
+    """``labels`` with every vertebra and disc moved ``shift`` levels down the spine (negative: up), as a
+    count anchored elsewhere names them: T12 -> L1 for +1. The sacrum, canal and cord keep their labels,
+    and so does the disc above the sacrum (100), which TotalSpineSeg always calls L5-S1 (so +1 turns the
+    last lumbar vertebra into L6 and the disc above it into L5-L6). None where a level would leave the
+    scheme (beyond L6, above C1, or a disc onto the one above the sacrum)."""
+    table = np.arange(256, dtype=np.uint16)
+    discs = DISC_ORDER[:-1]                          # without L5-S1 (100)
+    for order in (VERTEBRA_ORDER, discs):
+        for i, value in enumerate(order):
+            if i + shift < 0 or i + shift >= len(order):
+                if (labels == value).any():
+                    return None
+                continue
+            table[value] = order[i + shift]
+    table[L5S1] = L5S1
+    return table[labels].astype(labels.dtype)
