@@ -283,7 +283,7 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
 
 
-def as_stored_affine(affine: np.ndarray) -> np.ndarray:
+def as_stored_affine(affine: np.ndarray, dicom_rows: int | None = None) -> np.ndarray:
     """``affine`` as a NIfTI file holds it (float32 ``srow`` rows), in float64.
 
     The reference command saves and re-reads the image after each of its steps, so every step
@@ -291,15 +291,31 @@ def as_stored_affine(affine: np.ndarray) -> np.ndarray:
     grid's origin can differ in its last float32 digit, which flips nearest-neighbour ties on the
     way back to a source grid whose voxel centres fall half-way between 1 mm voxels (for example
     3 mm slices).
+
+    ``dicom_rows``: ``affine`` is a DICOM stack's (slice, row, column; ``dicom_input.load_volume``)
+    with that many rows. dcm2niix stores such a stack with its rows reversed, so its float32 origin
+    is the last row's; rounding ours instead and re-indexing (as the canonical reorientation does)
+    left that origin, hence the 1 mm grid, one float32 step off dcm2niix's (the clinical bench
+    study: -638.38934 instead of -638.38928 mm). The affine is then rounded in dcm2niix's layout and
+    re-indexed back exactly, in float64. An affine a NIfTI file already holds (every entry a
+    float32: the NIfTI path) is returned unchanged either way.
     """
-    return np.asarray(affine, np.float64).astype(np.float32).astype(np.float64)
+    affine = np.asarray(affine, np.float64)
+    stored = affine.astype(np.float32).astype(np.float64)
+    if dicom_rows is None or np.array_equal(stored, affine):
+        return stored
+    reverse_rows = np.eye(4)                     # index (s, r, c) <-> (s, rows - 1 - r, c), its own inverse
+    reverse_rows[1, 1], reverse_rows[1, 3] = -1.0, dicom_rows - 1
+    return as_stored_affine(affine @ reverse_rows) @ reverse_rows
 
 
-def _nifti(data: np.ndarray, affine: np.ndarray, header=None) -> nib.Nifti1Image:
-    """A NIfTI image with the stored (float32) affine and matching qform/sform, as the reference writes it."""
-    image = nib.Nifti1Image(data, as_stored_affine(affine), header)
-    image.set_qform(image.affine)
-    image.set_sform(image.affine)
+def _nifti(data: np.ndarray, affine: np.ndarray, header=None, dicom_stack: bool = False) -> nib.Nifti1Image:
+    """A NIfTI image with the stored (float32) affine and matching qform/sform, as the reference writes it
+    (``dicom_stack``: ``data`` is a DICOM stack, stored as dcm2niix stores it, see :func:`as_stored_affine`)."""
+    stored = as_stored_affine(affine, np.shape(data)[1] if dicom_stack else None)
+    image = nib.Nifti1Image(data, stored, header)
+    image.set_qform(stored, update_affine=False)   # the header holds float32; the image keeps ``stored``
+    image.set_sform(stored, update_affine=False)
     return image
 
 
@@ -347,7 +363,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     stored_dtype = integer_storage_dtype(array)
     # Each image below is rounded as the reference's NIfTI files are between its steps (input file,
     # reorient_canonical_mp's output, resample_mp's output), so both land on the same 1 mm grid.
-    raw = _nifti(np.asarray(array, np.float32), lps_to_ras(affine_lps))
+    raw = _nifti(np.asarray(array, np.float32), lps_to_ras(affine_lps), dicom_stack=True)
     canonical = nib.as_closest_canonical(raw)
     canonical = _nifti(np.asanyarray(canonical.dataobj), canonical.affine, canonical.header)
     iso = tss.resample(canonical)
