@@ -169,6 +169,16 @@ def test_fuzzed_series_end_in_a_volume_or_a_clear_error(tmp_path_factory, small_
     assert volume.array.ndim == 3 and np.isfinite(volume.affine).all()
 
 
+def test_a_file_meta_without_a_transfer_syntax_is_a_clear_error():
+    """Found by the fuzz test above (a flipped byte in the file meta group): nothing says how the pixel data
+    is encoded, which must end as a coded error (CORRUPT_PIXEL_DATA), not an AttributeError."""
+    from spineseg.input.codestream import BadCodestream, check_frames
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    with pytest.raises(BadCodestream, match=r"no Transfer Syntax UID \(0002,0010\)"):
+        check_frames(ds, 4, 4, 1)
+
+
 def test_enhanced_multiframe_mr_gives_the_same_volume_and_a_valid_seg(tmp_path, phantom_study):
     import highdicom as hd
 

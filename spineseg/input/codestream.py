@@ -69,7 +69,10 @@ def check_frames(ds, rows: int, cols: int, frames: int) -> None:
     ``rows`` x ``cols`` with SamplesPerPixel components, and there are no more frames than ``frames``."""
     from pydicom.encaps import generate_frames
 
-    syntax = ds.file_meta.TransferSyntaxUID
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:       # a damaged file meta group: nothing says how the pixel data is encoded
+        raise BadCodestream("the file meta information has no Transfer Syntax UID (0002,0010), so the pixel data "
+                            "cannot be decoded")
     if not syntax.is_encapsulated:
         return
     spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
