@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 from spineseg import APP_NAME, __version__
 from spineseg.outputs.atomic import write_dicom_atomic, write_json_atomic
@@ -86,6 +87,8 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
     try:
         result = segment(volume, models, report)
         done[volume.series.series_uid] = (volume.affine, result)
+        if cfg.partner == "always":
+            cross_check_count(volume, result, study, models, cfg, report, done)
         return result
     except InputError as exc:
         if exc.code != "NO_LEVEL_LANDMARK":
@@ -97,13 +100,7 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
         log.info("series %s has no landmark; labelling it with the help of %s", volume.series.series_number,
                  logsafe.escape(name))
         try:
-            if partner.series_uid not in done:
-                with report.stage("partner"):
-                    partner_volume = load_volume(partner, cfg.max_voxels)
-                    done[partner.series_uid] = (partner_volume.affine,
-                                                segment_volume(partner_volume.array, partner_volume.affine, models))
-                    del partner_volume
-            partner_affine, anchor = done[partner.series_uid]
+            partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
             loc = localizer_image(anchor.labels, partner_affine)
             result = segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage,
                                     localizer=loc, localizer_name=name)
@@ -125,6 +122,43 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
                      series_uid=volume.series.series_uid) from no_landmark
 
 
+def _segmented_partner(partner: SeriesInfo, models: ModelPair, cfg: AppConfig, report: RunReport,
+                       done: dict) -> tuple:
+    """(affine, result) of a partner series, segmented once per run."""
+    if partner.series_uid not in done:
+        with report.stage("partner"):
+            partner_volume = load_volume(partner, cfg.max_voxels)
+            done[partner.series_uid] = (partner_volume.affine,
+                                        segment_volume(partner_volume.array, partner_volume.affine, models))
+            del partner_volume
+    return done[partner.series_uid]
+
+
+def cross_check_count(volume: Volume, result: SegmentationResult, study: list[SeriesInfo], models: ModelPair,
+                      cfg: AppConfig, report: RunReport, done: dict) -> None:
+    """``SPINESEG_PARTNER=always``: check a series' own count against the partner covering most of the spine
+    (a whole-spine localizer, say); where the partner's count is the stronger (counted from C2-C3, as
+    TotalSpineSeg numbers a whole spine) and they differ by one shift, renumber this series to it."""
+    candidates, _ = partner_candidates(volume.series, study)
+    for partner in candidates[:1]:
+        name = f"series {partner.series_number} ({partner.description or 'no description'})"
+        try:
+            partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
+        except InputError as err:
+            if result.numbering is not None:
+                result.numbering.notes.append(f"count not checked against {name}: {err.code}")
+            return
+        if not compare_stations(result.labels, volume.affine, anchor.labels, partner_affine).judged:
+            if result.numbering is not None:
+                result.numbering.notes.append(f"count not checked against {name}: too little anatomy seen by both")
+            return
+        view = (SimpleNamespace(series=partner, affine=partner_affine), anchor)
+        ranks = {id(result): _count_rank(result), id(anchor): _count_rank(anchor)}
+        if reconcile((volume, result), view, ranks, fixed=anchor) and result.numbering is not None:
+            result.numbering.notes.append(f"count checked against {name}, numbered from "
+                                          f"{' and '.join(anchor.numbering.anchors) if anchor.numbering else '?'}")
+
+
 def _count_rank(result: SegmentationResult) -> int:
     """How much a numbering's count is worth (stations.ANCHOR_PRIORITY): its own anchors, or those of the
     partner it was named from."""
@@ -143,38 +177,46 @@ def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) 
     ranks = {id(r): _count_rank(r) for _, r in segmented}
     for i in range(len(segmented)):
         for j in range(i + 1, len(segmented)):
-            (va, ra), (vb, rb) = segmented[i], segmented[j]
-            if not same_frame(va.series, vb.series):
-                continue
-            comparison = compare_stations(ra.labels, va.affine, rb.labels, vb.affine)
-            if comparison.consistent:
-                continue
-            log.warning("series %s and %s name the vertebrae they share differently", va.series.series_number,
-                        vb.series.series_number)
-            names = f"series {va.series.series_number} and series {vb.series.series_number}"
-            told = f"{names} name the vertebrae they share differently ({comparison.describe()})"
-            renumbered = _renumber_weaker(segmented[i], segmented[j], comparison, ranks)
-            if renumbered is not None:
-                weak, strong, shift = renumbered
-                warning = (f"{told}; series {weak.series.series_number} was renumbered {abs(shift)} level(s) "
-                           f"{'down' if shift > 0 else 'up'} to the count of series {strong.series.series_number}, "
-                           "which TotalSpineSeg would follow on one whole-spine image (counting from C2-C3). Two "
-                           "landmarks disagree, so the anatomy is likely transitional: confirm the levels on a "
-                           "whole-spine image")
-                tag = "stations renumbered"
-            else:
-                warning = f"{told}: at least one count is wrong, confirm it on a whole-spine image"
-                tag = "stations disagree"
-            for result in (ra, rb):
-                if result.numbering is not None:
-                    result.numbering.flag(tag, warning)
-                    result.numbering.confidence = "low"
+            if same_frame(segmented[i][0].series, segmented[j][0].series):
+                reconcile(segmented[i], segmented[j], ranks)
 
 
-def _renumber_weaker(a: tuple[Volume, SegmentationResult], b: tuple[Volume, SegmentationResult],
-                     comparison, ranks: dict[int, int]) -> tuple[Volume, Volume, int] | None:
+def reconcile(a: tuple, b: tuple, ranks: dict[int, int], fixed: SegmentationResult | None = None) -> bool:
+    """Compare two (volume, result) pairs of one Frame of Reference; where they name shared vertebrae
+    differently, renumber the weaker count to the stronger (never ``fixed``, e.g. a partner that is not an
+    output) and flag both. True when they agree (after renumbering, if any)."""
+    (va, ra), (vb, rb) = a, b
+    comparison = compare_stations(ra.labels, va.affine, rb.labels, vb.affine)
+    if comparison.consistent:
+        return True
+    log.warning("series %s and %s name the vertebrae they share differently", va.series.series_number,
+                vb.series.series_number)
+    names = f"series {va.series.series_number} and series {vb.series.series_number}"
+    told = f"{names} name the vertebrae they share differently ({comparison.describe()})"
+    renumbered = _renumber_weaker(a, b, comparison, ranks, fixed)
+    if renumbered is not None:
+        weak, strong, shift = renumbered
+        warning = (f"{told}; series {weak.series.series_number} was renumbered {abs(shift)} level(s) "
+                   f"{'down' if shift > 0 else 'up'} to the count of series {strong.series.series_number}, "
+                   "which TotalSpineSeg would follow on one whole-spine image (counting from C2-C3). Two "
+                   "landmarks disagree, so the anatomy is likely transitional: confirm the levels on a "
+                   "whole-spine image")
+        tag = "stations renumbered"
+    else:
+        warning = f"{told}: at least one count is wrong, confirm it on a whole-spine image"
+        tag = "stations disagree"
+    for result in (ra, rb):
+        if result.numbering is not None:
+            result.numbering.flag(tag, warning)
+            result.numbering.confidence = "low"
+    return renumbered is not None
+
+
+def _renumber_weaker(a: tuple, b: tuple, comparison, ranks: dict[int, int],
+                     fixed: SegmentationResult | None = None) -> tuple[Volume, Volume, int] | None:
     """Renumber the station with the weaker count (``ranks``: id of a result -> its count's rank, updated
-    here) to the other's, in place; (weak, strong, shift) or None where it cannot be done safely."""
+    here) to the other's, in place; (weak, strong, shift) or None where it cannot be done safely or the
+    weaker one is ``fixed``."""
     (va, ra), (vb, rb) = a, b
     rank_a, rank_b = ranks[id(ra)], ranks[id(rb)]
     if rank_a == rank_b or comparison.shift == 0 or comparison.shift_share < AGREEMENT_FLOOR:
@@ -182,6 +224,8 @@ def _renumber_weaker(a: tuple[Volume, SegmentationResult], b: tuple[Volume, Segm
     # comparison.shift takes a's names to b's
     (weak_v, weak_r, strong_v, strong_r, shift) = ((va, ra, vb, rb, comparison.shift) if rank_a > rank_b
                                                    else (vb, rb, va, ra, -comparison.shift))
+    if weak_r is fixed:
+        return None
     shifted = renumber(weak_r.labels, shift)
     if shifted is None or not compare_stations(shifted, weak_v.affine, strong_r.labels, strong_v.affine).consistent:
         return None

@@ -26,6 +26,11 @@ APP_YAML = REPO_ROOT / "app.yaml"
 INT32_MAX = 2**31 - 1          # DICOM IS values (SeriesNumber) are signed 32-bit
 
 
+# when_needed: a partner series names the levels of a series without a landmark; always: also checks (and,
+# where its count is stronger, corrects) the count of a series that has its own landmarks
+PARTNER_POLICIES = ("when_needed", "always")
+
+
 def bad_setting(message: str) -> SpineSegError:
     return SpineSegError("BAD_SETTING", message)
 
@@ -252,6 +257,7 @@ class AppConfig:
     device: str = "auto"                       # auto | cpu | cuda
     model_release: str = "auto"                # auto (newest installed release, else bundled) | direct | rYYYYMMDD
     backend: str = "auto"                      # auto | torch | openvino | openvino-bf16 (spineseg.inference.backends)
+    partner: str = "when_needed"               # when_needed | always: a partner series names or checks the count
     max_voxels: int = 48_000_000
     seg: SegSettings = field(default_factory=SegSettings)
     selection: SelectionRules = field(default_factory=SelectionRules)
@@ -267,7 +273,7 @@ class AppConfig:
         env = os.environ if env is None else env
         seg, sel = _section(s, "seg"), _section(s, "selection")
         for var, target, key in (("SPINESEG_DEVICE", s, "device"), ("SPINESEG_MODEL_RELEASE", s, "model_release"),
-                                 ("SPINESEG_BACKEND", s, "backend"),
+                                 ("SPINESEG_BACKEND", s, "backend"), ("SPINESEG_PARTNER", s, "partner"),
                                  ("SPINESEG_MAX_VOXELS", s, "max_voxels"),
                                  ("SPINESEG_SEG_TYPE", seg, "segmentation_type"),
                                  ("SPINESEG_SEG_COMPRESSION", seg, "compression"),
@@ -291,12 +297,15 @@ class AppConfig:
         backend = to_text("SPINESEG_BACKEND", s.get("backend", "auto")).lower()
         if backend not in BACKEND_SETTINGS:
             raise bad_setting(f"SPINESEG_BACKEND={backend!r} must be one of {', '.join(BACKEND_SETTINGS)}")
+        partner = to_text("SPINESEG_PARTNER", s.get("partner", "when_needed")).lower()
+        if partner not in PARTNER_POLICIES:
+            raise bad_setting(f"SPINESEG_PARTNER={partner!r} must be one of {', '.join(PARTNER_POLICIES)}")
         try:
             seg_settings, selection = SegSettings(**seg), SelectionRules(**sel)
         except TypeError as exc:
             raise bad_setting(f"unknown setting in spineseg.seg or spineseg.selection ({exc})") from None
         cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
-                  device=device, backend=backend, model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
+                  device=device, backend=backend, partner=partner, model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
                   max_voxels=to_int("SPINESEG_MAX_VOXELS", s.get("max_voxels", 48_000_000), 1, 10**11),
                   seg=seg_settings, selection=selection)
         cfg.destinations = destinations_from_settings(s, env)

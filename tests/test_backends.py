@@ -13,20 +13,23 @@ from spineseg.settings import AppConfig
 
 openvino = pytest.importorskip("openvino", reason="openvino is in requirements.txt; install it")
 CPU_BACKENDS = ["openvino"] + (["openvino-bf16"] if backends.cpu_has_bf16() else [])
-# A backend may be the default only at or above this final-label agreement with the torch path, as a share
-# of all voxels (the measure of the reference-agreement floor). Over foreground voxels alone (either map
-# non-zero) bf16 is measured at 99.89-99.93 % (bench/results/backends.json); a fall below 99.8 % fails too.
+# Final-label agreement with the torch path, as a share of all voxels and of foreground voxels (either map
+# non-zero): the default backend (fp32) must reach 99.9 % of both; bf16, measured at 99.89-99.93 % of the
+# phantoms' foreground (bench/results/backends.json) and so never the default, is held to 99.8 %.
 AGREEMENT_FLOOR = 0.999
-FOREGROUND_FLOOR = 0.998
+FOREGROUND_FLOOR = {"openvino": 0.999, "openvino-bf16": 0.998}
 
 
-def test_auto_is_torch_on_cuda_and_openvino_on_the_cpu(monkeypatch):
+def test_auto_is_torch_on_cuda_and_openvino_fp32_on_the_cpu(monkeypatch):
+    """bf16 is never the default, even where the CPU has bf16 units: its labels fall below the agreement floor
+    on foreground voxels (README, Inference backends)."""
     assert backends.resolve("auto", "cuda") == "torch"
     assert backends.resolve("auto", "cuda:1") == "torch"
-    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
-    assert backends.resolve("auto", "cpu") == "openvino-bf16"
-    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
-    assert backends.resolve("auto", "cpu") == "openvino"
+    for bf16 in (True, False):
+        monkeypatch.setattr(backends, "cpu_has_bf16", lambda: bf16)
+        assert backends.resolve("auto", "cpu") == "openvino"
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    assert backends.resolve("auto", "cpu") == "torch"
     assert backends.resolve("TORCH", "cpu") == "torch"
 
 
@@ -73,7 +76,7 @@ def test_each_cpu_backend_agrees_with_the_exact_path_above_the_floor(backend, lu
     foreground = (labels > 0) | (exact_labels > 0)
     assert foreground.sum() > 10_000                      # a real segmentation, not two empty maps
     assert same.mean() >= AGREEMENT_FLOOR, f"{backend}: {same.mean():.5f} of voxels agree with torch"
-    assert same[foreground].mean() >= FOREGROUND_FLOOR, f"{backend}: {same[foreground].mean():.5f} of foreground"
+    assert same[foreground].mean() >= FOREGROUND_FLOOR[backend], f"{backend}: {same[foreground].mean():.5f} of foreground"
     assert set(np.unique(labels)) == set(np.unique(exact_labels))       # the same levels, named the same
 
 

@@ -154,15 +154,57 @@ def test_a_station_counted_from_a_weaker_landmark_is_renumbered_to_one_numbering
     assert compare(*maps[13], *maps[12]).consistent
     lumbar, affine = maps[13]
     assert 46 in np.unique(lumbar) and 96 in np.unique(lumbar)       # L6 and the L5-L6 disc
-    truth = study["station3"]
-    idx = np.argwhere((lumbar >= 11) & (lumbar <= 46))
+    assert share_named_as_truth(lumbar, affine, study["station3"]) >= 0.95
+
+
+LUMBAR_WITH_LOCALIZER = (P.SeriesSpec("t2", "lumbar", 3.0, 1.0, 5, "T2 SAG LSPINE"),
+                         P.SeriesSpec("localizer", "whole", 5.0, 2.0, 1, "LOC SAG SPINE", localizer=True))
+
+
+@pytest.mark.parametrize("policy", ["always", "when_needed"])
+def test_with_partner_always_a_lumbar_count_is_checked_against_the_whole_spine_localizer(tmp_path, policy):
+    """Six lumbar vertebrae, a lumbar T2 (its own count from L5-S1, one level off) and a whole-spine localizer
+    (counted from C2-C3) in one study. With SPINESEG_PARTNER=always the T2 is renumbered to the localizer's
+    count: L6 appears and its levels match the truth. By default the localizer is not used for a series with
+    its own landmark, and the T2 keeps its own (flagged) count."""
+    import nibabel as nib
+
+    from spineseg.input.dicom_input import load_volume
+    study = P.write_study(5205, tmp_path / "exam", LUMBAR_WITH_LOCALIZER, variant="6-lumbar")
+    out = tmp_path / "out"
+    cfg = AppConfig.from_settings(tmp_path / "exam", out, None, {}, env={"SPINESEG_PARTNER": policy})
+    report = RunReport(out)
+    run_all(cfg, report)
+    (entry,) = report.processed
+    assert entry["series_number"] == 5
+    numbering = entry["numbering"]
+    assert numbering["confidence"] == "low"
+    labels = np.asarray(nib.load(out / entry["outputs"]["label_map"]).dataobj)
+    affine = load_volume(next(s for s in scan_dicom(tmp_path / "exam").series if s.series_number == 5)).affine
+    correct = share_named_as_truth(labels, affine, study["t2"])
+    renumbered = [w for w in numbering["warnings"] if "series 5 was renumbered 1 level(s) down to the count of "
+                  "series 1" in w]
+    if policy == "always":
+        assert renumbered, numbering["warnings"]
+        assert 46 in np.unique(labels) and correct >= 0.95
+        assert "partner" in report.timings
+    else:
+        assert not renumbered and "partner" not in report.timings
+        assert correct < 0.5                       # its own count, one level off: why "always" exists
+
+
+def share_named_as_truth(labels, affine, truth) -> float:
+    """Share of the vertebra voxels of ``labels`` (voxel -> LPS ``affine``) that carry the level the phantom's
+    ground truth (``write_study``'s entry) gives the same point, where the truth has a vertebra too."""
+    idx = np.argwhere((labels >= 11) & (labels <= 46))
     world = idx @ affine[:3, :3].T + affine[:3, 3]
     g = truth["geometry"].affine
     jdx = np.rint((world - g[:3, 3]) @ np.linalg.inv(g[:3, :3]).T).astype(int)
     inside = np.all((jdx >= 0) & (jdx < truth["labels"].shape), axis=1)
-    ours, true = lumbar[tuple(idx[inside].T)], truth["labels"][tuple(jdx[inside].T)]
+    ours, true = labels[tuple(idx[inside].T)], truth["labels"][tuple(jdx[inside].T)]
     both = (true >= 11) & (true <= 46)
-    assert both.sum() > 10_000 and (ours[both] == true[both]).mean() >= 0.95
+    assert both.sum() > 10_000                      # enough shared anatomy for the share to mean something
+    return float((ours[both] == true[both]).mean())
 
 
 def pydicom_description(path) -> str:

@@ -336,7 +336,7 @@ def integer_storage_dtype(array: np.ndarray) -> type | None:
 
 def localizer_image(labels: np.ndarray, affine_lps: np.ndarray) -> nib.Nifti1Image:
     """A labelled partner series as ``--loc`` reads it: the final labels on their own grid, affine as stored."""
-    return _nifti(np.asarray(labels, np.uint8), lps_to_ras(affine_lps))
+    return _nifti(np.asarray(labels, np.uint8), lps_to_ras(affine_lps), dicom_stack=True)
 
 
 def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
