@@ -140,23 +140,26 @@ def cross_check_count(volume: Volume, result: SegmentationResult, study: list[Se
     (a whole-spine localizer, say); where the partner's count is the stronger (counted from C2-C3, as
     TotalSpineSeg numbers a whole spine) and they differ by one shift, renumber this series to it."""
     candidates, _ = partner_candidates(volume.series, study)
-    for partner in candidates[:1]:
-        name = f"series {partner.series_number} ({partner.description or 'no description'})"
-        try:
-            partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
-        except InputError as err:
-            if result.numbering is not None:
-                result.numbering.notes.append(f"count not checked against {name}: {err.code}")
-            return
-        if not compare_stations(result.labels, volume.affine, anchor.labels, partner_affine).judged:
-            if result.numbering is not None:
-                result.numbering.notes.append(f"count not checked against {name}: too little anatomy seen by both")
-            return
-        view = (SimpleNamespace(series=partner, affine=partner_affine), anchor)
-        ranks = {id(result): _count_rank(result), id(anchor): _count_rank(anchor)}
-        if reconcile((volume, result), view, ranks, fixed=anchor) and result.numbering is not None:
-            result.numbering.notes.append(f"count checked against {name}, numbered from "
-                                          f"{' and '.join(anchor.numbering.anchors) if anchor.numbering else '?'}")
+    if not candidates:
+        return
+    partner = candidates[0]
+    name = f"series {partner.series_number} ({partner.description or 'no description'})"
+    try:
+        partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
+    except InputError as err:
+        if result.numbering is not None:
+            result.numbering.notes.append(f"count not checked against {name}: {err.code}")
+        return
+    comparison = compare_stations(result.labels, volume.affine, anchor.labels, partner_affine)
+    if not comparison.judged:
+        if result.numbering is not None:
+            result.numbering.notes.append(f"count not checked against {name}: too little anatomy seen by both")
+        return
+    view = (SimpleNamespace(series=partner, affine=partner_affine), anchor)
+    ranks = {id(result): _count_rank(result), id(anchor): _count_rank(anchor)}
+    if reconcile((volume, result), view, ranks, fixed=anchor, comparison=comparison) and result.numbering is not None:
+        result.numbering.notes.append(f"count checked against {name}, numbered from "
+                                      f"{' and '.join(anchor.numbering.anchors) if anchor.numbering else '?'}")
 
 
 def _count_rank(result: SegmentationResult) -> int:
@@ -181,12 +184,14 @@ def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) 
                 reconcile(segmented[i], segmented[j], ranks)
 
 
-def reconcile(a: tuple, b: tuple, ranks: dict[int, int], fixed: SegmentationResult | None = None) -> bool:
-    """Compare two (volume, result) pairs of one Frame of Reference; where they name shared vertebrae
-    differently, renumber the weaker count to the stronger (never ``fixed``, e.g. a partner that is not an
-    output) and flag both. True when they agree (after renumbering, if any)."""
+def reconcile(a: tuple, b: tuple, ranks: dict[int, int], fixed: SegmentationResult | None = None,
+              comparison=None) -> bool:
+    """Compare two (volume, result) pairs of one Frame of Reference (``comparison``: theirs, when the caller
+    made it already); where they name shared vertebrae differently, renumber the weaker count to the
+    stronger (never ``fixed``, e.g. a partner that is not an output) and flag both. True when they agree
+    (after renumbering, if any)."""
     (va, ra), (vb, rb) = a, b
-    comparison = compare_stations(ra.labels, va.affine, rb.labels, vb.affine)
+    comparison = comparison or compare_stations(ra.labels, va.affine, rb.labels, vb.affine)
     if comparison.consistent:
         return True
     log.warning("series %s and %s name the vertebrae they share differently", va.series.series_number,

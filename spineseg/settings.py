@@ -113,6 +113,14 @@ def to_text(name: str, value, *, secret: bool = False, max_len: int = 4096) -> s
     return text
 
 
+def to_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` as one of ``choices`` (compared in lower case)."""
+    text = to_text(name, value).lower()
+    if text not in choices:
+        raise bad_setting(f"{name}={text!r} must be one of {', '.join(choices)}")
+    return text
+
+
 def to_aet(name: str, value) -> str:
     text = to_text(name, value).strip()
     if not 1 <= len(text) <= 16 or "\\" in text:
@@ -294,12 +302,8 @@ class AppConfig:
         device = to_text("SPINESEG_DEVICE", s.get("device", "auto")).lower()
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise bad_setting(f"SPINESEG_DEVICE={device!r} must be auto, cpu or cuda")
-        backend = to_text("SPINESEG_BACKEND", s.get("backend", "auto")).lower()
-        if backend not in BACKEND_SETTINGS:
-            raise bad_setting(f"SPINESEG_BACKEND={backend!r} must be one of {', '.join(BACKEND_SETTINGS)}")
-        partner = to_text("SPINESEG_PARTNER", s.get("partner", "when_needed")).lower()
-        if partner not in PARTNER_POLICIES:
-            raise bad_setting(f"SPINESEG_PARTNER={partner!r} must be one of {', '.join(PARTNER_POLICIES)}")
+        backend = to_choice("SPINESEG_BACKEND", s.get("backend", "auto"), BACKEND_SETTINGS)
+        partner = to_choice("SPINESEG_PARTNER", s.get("partner", "when_needed"), PARTNER_POLICIES)
         try:
             seg_settings, selection = SegSettings(**seg), SelectionRules(**sel)
         except TypeError as exc:
