@@ -25,7 +25,6 @@ AGREEMENT_FLOOR = 0.75
 # Which count wins when two stations differ: TotalSpineSeg, given one whole-spine image, names the vertebrae
 # counting down from C2-C3 (a six-lumbar spine gets an L6, not a missing T1), then from L5-S1, C7-T1, T12-L1.
 ANCHOR_PRIORITY = ("C2-C3", "L5-S1", "C7-T1", "T12-L1")
-_VERTEBRA_INDEX = {v: i for i, v in enumerate(VERTEBRA_ORDER)}
 
 
 @dataclass
