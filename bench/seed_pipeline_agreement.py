@@ -38,10 +38,11 @@ from spineseg.input.dicom_input import load_volume, scan_dicom  # noqa: E402
 
 DCM2NIIX = Path(sys.executable).parent / "dcm2niix"
 STUDIES = {
-    # name: (seed, fov, slice thickness mm, pixel mm, in-plane matrix or None): `make demo`'s study and
-    # bench_e2e.STUDIES["clinical"]
-    "demo": (7, "lumbar", 3.5, 0.6, None),
-    "clinical": (5601, "lumbar", 3.5, 0.6, 512),
+    # name: (seed, fov, slice thickness mm, pixel mm, in-plane matrix or None, plane): `make demo`'s study,
+    # bench_e2e.STUDIES["clinical"], and axial 4 mm slices, which lie exactly half-way between 1 mm planes
+    "demo": (7, "lumbar", 3.5, 0.6, None, "sagittal"),
+    "clinical": (5601, "lumbar", 3.5, 0.6, 512, "sagittal"),
+    "axial": (7, "lumbar", 4.0, 0.55, None, "axial"),
 }
 
 
@@ -77,9 +78,11 @@ class _Stop(Exception):
     pass
 
 
-def one_mm_input(array: np.ndarray, affine_lps: np.ndarray) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+def one_mm_input(array: np.ndarray, affine_lps: np.ndarray, dicom_stack: bool = False
+                 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """(source-grid image, 1 mm image) exactly as ``segment_volume`` builds them, stopped before the step-1
-    network runs (no network, no model needed)."""
+    network runs (no network, no model needed). ``dicom_stack`` as segment_volume's (the source-grid image is
+    then in dcm2niix's layout)."""
     seen: dict = {}
     canonical = nib.as_closest_canonical
 
@@ -95,7 +98,7 @@ def one_mm_input(array: np.ndarray, affine_lps: np.ndarray) -> tuple[nib.Nifti1I
     models = type("Models", (), {"step1": Step1(), "step2": None})()
     nib.as_closest_canonical = spy
     try:
-        two_step.segment_volume(array, affine_lps, models)
+        two_step.segment_volume(array, affine_lps, models, dicom_stack=dicom_stack)
     except _Stop:
         pass
     finally:
@@ -118,7 +121,7 @@ def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
 def geometry(volume, nii: Path) -> dict:
     """dcm2niix's stored affine and ours, and whether the 1 mm images the networks get are identical."""
     image = nib.load(nii)
-    _, iso_ours = one_mm_input(volume.array, volume.affine)
+    _, iso_ours = one_mm_input(volume.array, volume.affine, dicom_stack=True)
     _, iso_ref = one_mm_input(*R.stored_input(nii))
     m = index_map(two_step.lps_to_ras(volume.affine), image.affine)
     return {"dcm2niix_affine": image.affine.tolist(), "dcm2niix_shape": list(image.shape),
@@ -171,8 +174,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         data_dir = R.prepare_data_dir(a.models, tmp / "data")
         for name in a.studies:
-            seed, fov, thick, pixel, matrix = STUDIES[name]
-            P.write_case(seed, tmp / name, fov=fov, slice_thickness=thick, pixel=pixel, matrix=matrix)
+            seed, fov, thick, pixel, matrix, plane = STUDIES[name]
+            P.write_case(seed, tmp / name, fov=fov, plane=plane, slice_thickness=thick, pixel=pixel, matrix=matrix)
             dicom = tmp / name / "dicom"
             t0 = time.perf_counter()
             nii = dcm2niix(dicom, tmp / name / "nii")
@@ -180,7 +183,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             proc = subprocess.run(R.command(nii, tmp / name / "tss", data_dir), capture_output=True, text=True)
             ref_s = time.perf_counter() - t0
-            row = {"study": name, "seed": seed, "fov": fov, "slice_mm": thick, "pixel_mm": pixel, "matrix": matrix}
+            row = {"study": name, "seed": seed, "fov": fov, "plane": plane, "slice_mm": thick, "pixel_mm": pixel,
+                   "matrix": matrix}
             if proc.returncode != 0:
                 row["error"] = (proc.stdout + proc.stderr)[-500:]
                 rows.append(row)
@@ -189,7 +193,7 @@ def main(argv=None) -> int:
             ref = R.final_labels(tmp / name / "tss")
             t0 = time.perf_counter()
             volume = load_volume(scan_dicom(dicom).series[0])
-            ours = two_step.segment_volume(volume.array, volume.affine, models).labels
+            ours = two_step.segment_volume(volume.array, volume.affine, models, dicom_stack=True).labels
             ours_s = time.perf_counter() - t0
             m = index_map(two_step.lps_to_ras(volume.affine), nib.load(nii).affine)
             row.update(compare(to_their_layout(ours, m, ref.shape), ref))

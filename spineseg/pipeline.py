@@ -70,7 +70,7 @@ def load_series(series: SeriesInfo, cfg: AppConfig, report: RunReport) -> Volume
 
 
 def segment(volume: Volume, models: ModelPair, report: RunReport) -> SegmentationResult:
-    return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage)
+    return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage, dicom_stack=True)
 
 
 def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, cfg: AppConfig,
@@ -101,9 +101,9 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
                  logsafe.escape(name))
         try:
             partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
-            loc = localizer_image(anchor.labels, partner_affine)
+            loc = localizer_image(anchor.labels, partner_affine, dicom_stack=True)
             result = segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage,
-                                    localizer=loc, localizer_name=name)
+                                    localizer=loc, localizer_name=name, dicom_stack=True)
         except InputError as err:
             refused.append(f"{name}: {err.code} ({err.message.split(';')[0]})")
             continue
@@ -129,7 +129,8 @@ def _segmented_partner(partner: SeriesInfo, models: ModelPair, cfg: AppConfig, r
         with report.stage("partner"):
             partner_volume = load_volume(partner, cfg.max_voxels)
             done[partner.series_uid] = (partner_volume.affine,
-                                        segment_volume(partner_volume.array, partner_volume.affine, models))
+                                        segment_volume(partner_volume.array, partner_volume.affine, models,
+                                                       dicom_stack=True))
             del partner_volume
     return done[partner.series_uid]
 

@@ -73,7 +73,8 @@ def test_held_out_phantom_is_segmented_and_labelled(models_dir, phantom_study):
     vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
     models = load_models(models_dir, "cpu")
     stages = []
-    result = segment_volume(vol.array, vol.affine, models, on_stage=lambda n, s: stages.append(n))
+    result = segment_volume(vol.array, vol.affine, models, on_stage=lambda n, s: stages.append(n),
+                            dicom_stack=True)
     assert result.labels.shape == vol.array.shape
     assert stages == ["preprocess", "step1_network", "step1_postprocess", "step2_network", "step2_postprocess"]
     truth = phantom_study["labels"]

@@ -4,8 +4,8 @@ No network runs: ``segment_volume`` is stopped at the step-1 network, where it h
 once from our DICOM reader and once from the NIfTI dcm2niix writes of the same series (read as the
 ``totalspineseg`` command reads it, the path that agrees 100 % with the command). The two 1 mm images
 must be identical to the last bit (affine and voxels), and a label map on that grid must come back to
-the source grid identically through both source grids (every nearest-neighbour tie decided the same way;
-not yet for axial 4 mm slices, an expected failure below).
+the source grid identically through both source grids (every nearest-neighbour tie decided the same way,
+axial 4 mm slices included: the DICOM stack is segmented in dcm2niix's layout).
 The full comparison with the command itself is ``bench/seed_pipeline_agreement.py``.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_voxels_reach_both_paths_alike(series):
 
 def test_one_mm_grid_is_dcm2niix_s_to_the_bit(series):
     name, volume, nii = series
-    _, iso_ours = one_mm_input(volume.array, volume.affine)
+    _, iso_ours = one_mm_input(volume.array, volume.affine, dicom_stack=True)
     _, iso_ref = one_mm_input(*R.stored_input(nii))
     assert iso_ours.shape == iso_ref.shape
     assert np.array_equal(iso_ours.affine, iso_ref.affine), \
@@ -90,41 +90,32 @@ def labels_back(raw: nib.Nifti1Image, iso: nib.Nifti1Image, iso_affine: np.ndarr
     return np.asanyarray(tss.transform_seg2image(raw, seg).dataobj)
 
 
-# Axial 4 mm slices lie exactly half-way between 1 mm planes (continuous index 1.5 + 4k, no float32 noise),
-# so ITK decides those ties by its own rounding noise, which depends on the array's axis order: through our
-# (slice, row, column) grid 4 of 69 slices come back differently from dcm2niix's (column, row, slice) one
-# (5.8 % of random labels; 99.49 % of the phantom's foreground). Only bringing the labels back through an
-# image in dcm2niix's voxel order (then re-indexing) fixes it; that is segment_volume's last step, outside
-# this change (see README, agreement with the reference).
-AXIAL_TIES = pytest.mark.xfail(strict=True, reason="exact 4 mm slice ties decided by ITK in dcm2niix's axis order")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=AXIAL_TIES) if n == "axial" else n for n in GEOMETRIES])
+@pytest.mark.parametrize("name", list(GEOMETRIES))
 def test_labels_come_back_to_the_source_grid_alike(name, tmp_path_factory):
     """The same labels on each path's 1 mm grid come back to the source grid voxel for voxel alike through our
     source grid and through dcm2niix's (ties fall on every 5th row at 0.6 mm and every other slice at 3.5 mm,
-    so a float32 difference between the grids would show)."""
+    so a float32 difference between the grids would show; axial 4 mm slices lie exactly half-way between
+    1 mm planes, where the resampler's rounding noise, which follows the axis order, decides: through the
+    stack's own (slice, row, column) layout 4 of its 69 slices came back differently)."""
     _, volume, nii = make_series(name, tmp_path_factory)
-    raw_ours, iso_ours = one_mm_input(volume.array, volume.affine)
+    raw_ours, iso_ours = one_mm_input(volume.array, volume.affine, dicom_stack=True)
     raw_ref, iso_ref = one_mm_input(*R.stored_input(nii))
-    ours, ref = labels_back(raw_ours, iso_ours), labels_back(raw_ref, iso_ref)
-    differ = int((to_their_layout(ours, index_map(raw_ours.affine, raw_ref.affine), ref.shape) != ref).sum())
+    # segment_volume's last step: back to the source grid, then into the stack's own layout
+    ours = two_step.from_dcm2niix_layout(labels_back(raw_ours, iso_ours))
+    ref = labels_back(raw_ref, iso_ref)
+    m = index_map(two_step.lps_to_ras(volume.affine), raw_ref.affine)
+    differ = int((to_their_layout(ours, m, ref.shape) != ref).sum())
     assert differ == 0, f"{name}: {differ} of {ref.size} voxels differ"
 
 
 def test_the_checks_see_one_float32_step(tmp_path_factory):
-    """Not passing by accident: rounding the clinical study's affine in our own layout (what the DICOM path did
-    before) leaves its 1 mm grid one float32 step from dcm2niix's, and one such step of the 1 mm grid changes
-    about a fifth of the voxels that come back to the source grid."""
+    """Not passing by accident: the clinical study segmented in the stack's own layout (its affine rounded
+    with the first row as origin, what the DICOM path did before) has its 1 mm grid one float32 step from
+    dcm2niix's, and one such step of the 1 mm grid changes about a fifth of the voxels that come back to the
+    source grid."""
     _, volume, nii = make_series("clinical", tmp_path_factory)
     raw_ref, iso_ref = one_mm_input(*R.stored_input(nii))
-    plain = two_step.as_stored_affine
-    mp = pytest.MonkeyPatch()
-    mp.setattr(two_step, "as_stored_affine", lambda affine, dicom_rows=None: plain(affine))
-    try:
-        _, iso_before = one_mm_input(volume.array, volume.affine)
-    finally:
-        mp.undo()
+    _, iso_before = one_mm_input(volume.array, volume.affine, dicom_stack=False)
     z_before, z_ref = np.float32(iso_before.affine[2, 3]), np.float32(iso_ref.affine[2, 3])
     assert z_before != z_ref and np.nextafter(z_before, z_ref) == z_ref, (z_before, z_ref)
     shifted = iso_ref.affine.copy()
@@ -132,11 +123,17 @@ def test_the_checks_see_one_float32_step(tmp_path_factory):
     assert (labels_back(raw_ref, iso_ref) != labels_back(raw_ref, iso_ref, shifted)).mean() > 0.1
 
 
-def test_nifti_path_is_unchanged():
-    """An affine a NIfTI file holds (float32 entries) is used as it is, whatever the layout hint."""
+def test_dcm2niix_layout_keeps_every_voxel_where_it_is():
+    """Re-laying a stack out moves no voxel in space and comes back exactly."""
     rng = np.random.default_rng(3)
+    stack = rng.integers(0, 1000, (7, 11, 5)).astype(np.int16)        # (slice, row, column)
     affine = np.eye(4)
-    affine[:3, :3] = np.diag([3.0, 0.8, 0.8]) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    affine[:3, :3] = np.diag([3.0, 0.8, 0.7]) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
     affine[:3, 3] = [-37.688, 73.412, -175.822]
-    stored = two_step.as_stored_affine(affine)
-    assert np.array_equal(two_step.as_stored_affine(stored, dicom_rows=300), stored)
+    data, moved = two_step.to_dcm2niix_layout(stack, affine)
+    assert data.shape == (5, 11, 7)
+    assert np.array_equal(two_step.from_dcm2niix_layout(data), stack)
+    for index in ((0, 0, 0), (6, 10, 4), (3, 2, 1)):
+        s, r, c = index
+        assert data[c, 10 - r, s] == stack[index]                        # columns, rows reversed, slices
+        assert np.allclose(moved @ [c, 10 - r, s, 1], affine @ [s, r, c, 1], atol=1e-9)

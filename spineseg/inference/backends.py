@@ -212,10 +212,12 @@ def _prune(folder: Path, key: ExportKey) -> None:
             shutil.rmtree(entry.parent, ignore_errors=True)
 
 
-def ir_for(network, model_folder: Path, key: ExportKey, patch_size: list[int], trace_shape: list[int],
-           cache_dir: Path | None = None) -> tuple[object, str]:
-    """The OpenVINO model of ``network``: precompiled beside the checkpoint, cached, or exported now.
-    Returns (model or IR path, where it came from)."""
+def ir_for(make_network, model_folder: Path, key: ExportKey, patch_size: list[int], trace_shape: list[int],
+           cache_dir: Path | None = None, must_save: bool = False) -> tuple[object, str]:
+    """The OpenVINO model of a checkpoint: precompiled beside it, cached, or exported now from the PyTorch
+    network ``make_network()`` builds (called only then). Returns (model, where it came from:
+    ``precompiled`` | ``cache`` | ``exported``). ``must_save``: raise where the export cannot be written
+    (``precompile``) rather than run from memory."""
     import openvino as ov
     precompiled = model_folder / PRECOMPILED_FOLDER
     cache = cache_dir or default_cache_dir()
@@ -223,10 +225,12 @@ def ir_for(network, model_folder: Path, key: ExportKey, patch_size: list[int], t
     if found is not None:
         return ov.Core().read_model(found), ("precompiled" if found.is_relative_to(precompiled) else "cache")
     t0 = time.perf_counter()
-    model = _export(network, patch_size, key.n_inputs, trace_shape)
+    model = _export(make_network(), patch_size, key.n_inputs, trace_shape)
     log.info("exported %s to OpenVINO in %.1f s", model_folder.parent.name, time.perf_counter() - t0)
     if _save(model, cache, key) is not None:
         _prune(cache, key)
+    elif must_save:
+        raise ModelError("MODEL_MALFORMED", f"cannot write the OpenVINO IR into {cache}", path=str(cache))
     return model, "exported"
 
 
@@ -259,6 +263,10 @@ class OpenVINONetwork:
     def load_state_dict(self, *_args, **_kw):
         return None
 
+    def release_memory(self) -> None:
+        """Free the activation buffers OpenVINO keeps between calls; the next call allocates them again."""
+        self.compiled.release_memory()
+
 
 def precompile(models_dir: Path, release: str = "auto") -> list[Path]:
     """Export both steps' models (``release`` as SPINESEG_MODEL_RELEASE chooses them) into their model
@@ -269,13 +277,10 @@ def precompile(models_dir: Path, release: str = "auto") -> list[Path]:
         folder = find_model_folder(models_dir, dataset, release)
         model = LoadedModel(folder, "cpu", backend="torch")
         key = model.export_key()
-        xml = _find_ir([folder / PRECOMPILED_FOLDER], key) or _save(
-            _export(model.predictor.network, model.patch_size, key.n_inputs, model.trace_shape),
-            folder / PRECOMPILED_FOLDER, key)
-        if xml is None:
-            raise ModelError("MODEL_MALFORMED", f"cannot write {folder / PRECOMPILED_FOLDER}")
-        written.append(xml)
-        print(f"{dataset}: {xml}")
+        ir_for(lambda: model.predictor.network, folder, key, model.patch_size, model.trace_shape,
+               cache_dir=folder / PRECOMPILED_FOLDER, must_save=True)
+        written.append(folder / PRECOMPILED_FOLDER / key.digest() / "model.xml")
+        print(f"{dataset}: {written[-1]}")
     return written
 
 

@@ -109,13 +109,26 @@ def _model_kind(folder: Path, checkpoint: dict) -> tuple[str, str]:
     return "official", release or "unknown-release"
 
 
+def _load_checkpoint(path: Path) -> dict:
+    """The checkpoint, memory-mapped: its tensors are read from disk only if the PyTorch network is built."""
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:          # a checkpoint in the legacy (non-zip) format cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
 class LoadedModel:
-    """An nnU-Net network with its plans, ready for in-memory prediction."""
+    """An nnU-Net network with its plans, ready for in-memory prediction.
+
+    With an OpenVINO backend whose IR is already made (precompiled or cached), the PyTorch network is never
+    built and the checkpoint's weights are never read into memory: the checkpoint is memory-mapped for its
+    small metadata (trainer, configuration, provenance) and hashed for the IR's cache key.
+    """
 
     def __init__(self, folder: Path, device: str = "cpu", backend: str = "torch", cache_dir: Path | None = None):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -131,30 +144,18 @@ class LoadedModel:
         try:
             plans = json.loads((folder / "plans.json").read_text())
             dataset_json = json.loads((folder / "dataset.json").read_text())
-            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            checkpoint = _load_checkpoint(ckpt_path)
             configuration = checkpoint["init_args"]["configuration"]
             plans_manager = PlansManager(plans)
             cm = plans_manager.get_configuration(configuration)
             n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
             n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-            net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                         cm.network_arch_init_kwargs_req_import, n_in, n_out,
-                                         allow_init=False, deep_supervision=False)
-            net.load_state_dict(checkpoint["network_weights"])
         except ModelError:
             raise
         except Exception as exc:
             raise ModelError("MODEL_MALFORMED", f"Cannot load the model in {folder}: {type(exc).__name__}: {exc}",
                              path=str(folder)) from exc
-        # nnU-Net keeps the whole sliding window on the device only for CUDA (and warns when asked on a CPU)
-        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                         perform_everything_on_device=torch.device(device).type == "cuda",
-                                         device=torch.device(device),
-                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        self.predictor.manual_initialization(net, plans_manager, cm, [checkpoint["network_weights"]], dataset_json,
-                                             checkpoint["trainer_name"],
-                                             checkpoint.get("inference_allowed_mirroring_axes"))
-        net.to(torch.device(device)).eval()
+        self._checkpoint, self._cm, self._shape = checkpoint, cm, (n_in, n_out)
         kind, release = _model_kind(folder, checkpoint)
         self.n_inputs = n_in
         self.patch_size = [int(v) for v in cm.patch_size]
@@ -166,26 +167,51 @@ class LoadedModel:
         self._configuration = json.dumps(plans["configurations"][configuration], sort_keys=True)
         self.info = ModelInfo(folder.parent.name, folder, ckpt_path, sha256_of(ckpt_path), kind, release)
         self.backend, self.ir_source = backend, None
-        if backend != "torch":
-            self._use_openvino(backend, cache_dir)
+        if backend == "torch":
+            network, parameters = self.torch_network(device), [checkpoint["network_weights"]]
+        else:
+            # the weights live in the IR: nnU-Net's per-prediction load_state_dict has nothing to load
+            network, parameters = self._openvino_network(backend, cache_dir), [None]
+        # nnU-Net keeps the whole sliding window on the device only for CUDA (and warns when asked on a CPU)
+        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                         perform_everything_on_device=torch.device(device).type == "cuda",
+                                         device=torch.device(device),
+                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        self.predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json,
+                                             checkpoint["trainer_name"],
+                                             checkpoint.get("inference_allowed_mirroring_axes"))
+
+    def torch_network(self, device: str = "cpu"):
+        """The PyTorch network with the checkpoint's weights, in eval mode on ``device``."""
+        import torch
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        cm = self._cm
+        try:
+            net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                         cm.network_arch_init_kwargs_req_import, *self._shape,
+                                         allow_init=False, deep_supervision=False)
+            net.load_state_dict(self._checkpoint["network_weights"])
+        except Exception as exc:
+            raise ModelError("MODEL_MALFORMED", f"Cannot load the model in {self.info.folder}: "
+                             f"{type(exc).__name__}: {exc}", path=str(self.info.folder)) from exc
+        return net.to(torch.device(device)).eval()
 
     def export_key(self) -> backends.ExportKey:
         return backends.ExportKey(f"{self.info.dataset}/{self.info.folder.name}", self.info.sha256,
                                   self._configuration, self.n_inputs)
 
-    def _use_openvino(self, backend: str, cache_dir: Path | None) -> None:
-        """Run the forward pass through OpenVINO; nnU-Net's sliding window around it stays as it is."""
+    def _openvino_network(self, backend: str, cache_dir: Path | None) -> backends.OpenVINONetwork:
+        """The forward pass through OpenVINO; nnU-Net's sliding window around it stays as it is."""
         try:
-            model, self.ir_source = backends.ir_for(self.predictor.network, self.info.folder, self.export_key(),
+            model, self.ir_source = backends.ir_for(self.torch_network, self.info.folder, self.export_key(),
                                                     self.patch_size, self.trace_shape, cache_dir)
-            network = backends.OpenVINONetwork(model, backends.PRECISION[backend])
+            return backends.OpenVINONetwork(model, backends.PRECISION[backend])
+        except ModelError:
+            raise
         except Exception as exc:
             raise ModelError("BACKEND_FAILED", f"Cannot run {self.info.dataset} with SPINESEG_BACKEND={backend} "
                              f"({type(exc).__name__}: {exc}); use SPINESEG_BACKEND=torch.",
                              path=str(self.info.folder)) from exc
-        # the weights live in the IR now: drop PyTorch's copies (about 0.6 GB for a full-size network)
-        self.predictor.network = network
-        self.predictor.list_of_parameters = [None]
 
     def predict(self, channels: list[nib.Nifti1Image]) -> nib.Nifti1Image:
         """Segment images that share one grid (channel order as in dataset.json)."""
@@ -196,7 +222,12 @@ class LoadedModel:
         # nnU-Net's SimpleITK reader sees a NIfTI as (z, y, x) with reversed spacing
         data = np.stack([np.asanyarray(c.dataobj, dtype=np.float32).transpose(2, 1, 0) for c in channels])
         spacing = [float(s) for s in ref.header.get_zooms()[:3]][::-1]
-        seg = self.predictor.predict_single_npy_array(data, {"spacing": spacing}, None, None, False)
+        try:
+            seg = self.predictor.predict_single_npy_array(data, {"spacing": spacing}, None, None, False)
+        finally:
+            if self.ir_source:
+                # the other step's network runs next: hand this one's activation buffers back (GBs at full size)
+                self.predictor.network.release_memory()
         return nib.Nifti1Image(np.asarray(seg).transpose(2, 1, 0).astype(np.uint8), ref.affine, ref.header)
 
 
@@ -283,7 +314,7 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
 
 
-def as_stored_affine(affine: np.ndarray, dicom_rows: int | None = None) -> np.ndarray:
+def as_stored_affine(affine: np.ndarray) -> np.ndarray:
     """``affine`` as a NIfTI file holds it (float32 ``srow`` rows), in float64.
 
     The reference command saves and re-reads the image after each of its steps, so every step
@@ -291,28 +322,37 @@ def as_stored_affine(affine: np.ndarray, dicom_rows: int | None = None) -> np.nd
     grid's origin can differ in its last float32 digit, which flips nearest-neighbour ties on the
     way back to a source grid whose voxel centres fall half-way between 1 mm voxels (for example
     3 mm slices).
-
-    ``dicom_rows``: ``affine`` is a DICOM stack's (slice, row, column; ``dicom_input.load_volume``)
-    with that many rows. dcm2niix stores such a stack with its rows reversed, so its float32 origin
-    is the last row's; rounding ours instead and re-indexing (as the canonical reorientation does)
-    left that origin, hence the 1 mm grid, one float32 step off dcm2niix's (the clinical bench
-    study: -638.38934 instead of -638.38928 mm). The affine is then rounded in dcm2niix's layout and
-    re-indexed back exactly, in float64. An affine a NIfTI file already holds (every entry a
-    float32: the NIfTI path) is returned unchanged either way.
     """
-    affine = np.asarray(affine, np.float64)
-    stored = affine.astype(np.float32).astype(np.float64)
-    if dicom_rows is None or np.array_equal(stored, affine):
-        return stored
-    reverse_rows = np.eye(4)                     # index (s, r, c) <-> (s, rows - 1 - r, c), its own inverse
-    reverse_rows[1, 1], reverse_rows[1, 3] = -1.0, dicom_rows - 1
-    return as_stored_affine(affine @ reverse_rows) @ reverse_rows
+    return np.asarray(affine, np.float64).astype(np.float32).astype(np.float64)
 
 
-def _nifti(data: np.ndarray, affine: np.ndarray, header=None, dicom_stack: bool = False) -> nib.Nifti1Image:
-    """A NIfTI image with the stored (float32) affine and matching qform/sform, as the reference writes it
-    (``dicom_stack``: ``data`` is a DICOM stack, stored as dcm2niix stores it, see :func:`as_stored_affine`)."""
-    stored = as_stored_affine(affine, np.shape(data)[1] if dicom_stack else None)
+def _dcm2niix_index(rows: int) -> np.ndarray:
+    """Voxel index (column, rows - 1 - row, slice) of dcm2niix's NIfTI -> (slice, row, column) of a DICOM stack."""
+    return np.array([[0, 0, 1, 0], [0, -1, 0, rows - 1], [1, 0, 0, 0], [0, 0, 0, 1]], np.float64)
+
+
+def to_dcm2niix_layout(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A DICOM stack (``dicom_input.load_volume``: slice, row, column) laid out as dcm2niix stores it:
+    columns first, rows reversed (bottom row first), slices last; ``affine`` follows the voxels.
+
+    The seed pipeline (dcm2niix -> totalspineseg) reads that layout, and its results depend on it beyond
+    the geometry: the float32 affine is rounded with the last row as origin, and where a source voxel
+    centre lies exactly half-way between two 1 mm planes (axial 4 mm slices), the resampler's rounding
+    noise, which follows the axis order, decides the tie. Segmenting the stack in this layout makes every
+    one of those decisions the seed pipeline's (bench/seed_pipeline_agreement.py)."""
+    array = np.asarray(array)
+    return (np.ascontiguousarray(array.transpose(2, 1, 0)[:, ::-1, :]),
+            np.asarray(affine, np.float64) @ _dcm2niix_index(array.shape[1]))
+
+
+def from_dcm2niix_layout(data: np.ndarray) -> np.ndarray:
+    """Voxels of :func:`to_dcm2niix_layout`'s layout back in the DICOM stack's (slice, row, column)."""
+    return np.ascontiguousarray(np.asarray(data)[:, ::-1, :].transpose(2, 1, 0))
+
+
+def _nifti(data: np.ndarray, affine: np.ndarray, header=None) -> nib.Nifti1Image:
+    """A NIfTI image with the stored (float32) affine and matching qform/sform, as the reference writes it."""
+    stored = as_stored_affine(affine)
     image = nib.Nifti1Image(data, stored, header)
     image.set_qform(stored, update_affine=False)   # the header holds float32; the image keeps ``stored``
     image.set_sform(stored, update_affine=False)
@@ -334,18 +374,23 @@ def integer_storage_dtype(array: np.ndarray) -> type | None:
     return None
 
 
-def localizer_image(labels: np.ndarray, affine_lps: np.ndarray) -> nib.Nifti1Image:
-    """A labelled partner series as ``--loc`` reads it: the final labels on their own grid, affine as stored."""
-    return _nifti(np.asarray(labels, np.uint8), lps_to_ras(affine_lps), dicom_stack=True)
+def localizer_image(labels: np.ndarray, affine_lps: np.ndarray, dicom_stack: bool = False) -> nib.Nifti1Image:
+    """A labelled partner series as ``--loc`` reads it: the final labels on their own grid, affine as stored
+    (``dicom_stack``: ``labels`` are a DICOM stack's, stored in dcm2niix's layout as the seed pipeline has them)."""
+    if dicom_stack:
+        labels, affine_lps = to_dcm2niix_layout(labels, affine_lps)
+    return _nifti(np.asarray(labels, np.uint8), lps_to_ras(affine_lps))
 
 
 def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
                    on_stage: Callable[[str, float], None] | None = None,
-                   localizer: nib.Nifti1Image | None = None, localizer_name: str | None = None
-                   ) -> SegmentationResult:
+                   localizer: nib.Nifti1Image | None = None, localizer_name: str | None = None,
+                   dicom_stack: bool = False) -> SegmentationResult:
     """Final TotalSpineSeg labels for a volume, on the volume's own grid.
 
-    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm). ``localizer`` (``localizer_image``
+    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm); ``dicom_stack``: it is a DICOM stack
+    (slice, row, column), segmented in dcm2niix's layout (:func:`to_dcm2niix_layout`) so that the labels are
+    the seed pipeline's, and returned in the stack's own. ``localizer`` (``localizer_image``
     of a labelled series of the same Frame of Reference) names the levels as ``totalspineseg --loc``
     does. Raises :class:`InputError` ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference
     command does.
@@ -361,9 +406,11 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
 
     t = time.perf_counter()
     stored_dtype = integer_storage_dtype(array)
+    source = to_dcm2niix_layout(array, affine_lps) if dicom_stack else (array, affine_lps)
     # Each image below is rounded as the reference's NIfTI files are between its steps (input file,
     # reorient_canonical_mp's output, resample_mp's output), so both land on the same 1 mm grid.
-    raw = _nifti(np.asarray(array, np.float32), lps_to_ras(affine_lps), dicom_stack=True)
+    raw = _nifti(np.asarray(source[0], np.float32), lps_to_ras(source[1]))
+    del source
     canonical = nib.as_closest_canonical(raw)
     canonical = _nifti(np.asanyarray(canonical.dataobj), canonical.affine, canonical.header)
     iso = tss.resample(canonical)
@@ -408,6 +455,8 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     s2 = tss.transform_seg2image(iso, s2)
     final = tss.transform_seg2image(raw, s2, interpolation="nearest")
     labels = np.asanyarray(final.dataobj).round().astype(np.uint8)
+    if dicom_stack:
+        labels = from_dcm2niix_layout(labels)
     stage("step2_postprocess", t)
     # what the numbering rests on and what contradicts it (reads the arrays, changes nothing)
     numbering = assess_numbering(s2_network, s2_labelled, {**STEP2_LABELLING, **(WITH_LOCALIZER if localizer else {})},
