@@ -145,6 +145,7 @@ class LoadedModel:
             plans = json.loads((folder / "plans.json").read_text())
             dataset_json = json.loads((folder / "dataset.json").read_text())
             checkpoint = _load_checkpoint(ckpt_path)
+            weights, trainer = checkpoint["network_weights"], checkpoint["trainer_name"]
             configuration = checkpoint["init_args"]["configuration"]
             plans_manager = PlansManager(plans)
             cm = plans_manager.get_configuration(configuration)
@@ -155,7 +156,8 @@ class LoadedModel:
         except Exception as exc:
             raise ModelError("MODEL_MALFORMED", f"Cannot load the model in {folder}: {type(exc).__name__}: {exc}",
                              path=str(folder)) from exc
-        self._checkpoint, self._cm, self._shape = checkpoint, cm, (n_in, n_out)
+        # what torch_network needs (memory-mapped tensors: nothing is read until it runs)
+        self._weights, self._cm, self._shape = weights, cm, (n_in, n_out)
         kind, release = _model_kind(folder, checkpoint)
         self.n_inputs = n_in
         self.patch_size = [int(v) for v in cm.patch_size]
@@ -168,7 +170,7 @@ class LoadedModel:
         self.info = ModelInfo(folder.parent.name, folder, ckpt_path, sha256_of(ckpt_path), kind, release)
         self.backend, self.ir_source = backend, None
         if backend == "torch":
-            network, parameters = self.torch_network(device), [checkpoint["network_weights"]]
+            network, parameters = self.torch_network(device), [self._weights]
         else:
             # the weights live in the IR: nnU-Net's per-prediction load_state_dict has nothing to load
             network, parameters = self._openvino_network(backend, cache_dir), [None]
@@ -177,8 +179,7 @@ class LoadedModel:
                                          perform_everything_on_device=torch.device(device).type == "cuda",
                                          device=torch.device(device),
                                          verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        self.predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json,
-                                             checkpoint["trainer_name"],
+        self.predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json, trainer,
                                              checkpoint.get("inference_allowed_mirroring_axes"))
 
     def torch_network(self, device: str = "cpu"):
@@ -190,7 +191,7 @@ class LoadedModel:
             net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
                                          cm.network_arch_init_kwargs_req_import, *self._shape,
                                          allow_init=False, deep_supervision=False)
-            net.load_state_dict(self._checkpoint["network_weights"])
+            net.load_state_dict(self._weights)
         except Exception as exc:
             raise ModelError("MODEL_MALFORMED", f"Cannot load the model in {self.info.folder}: "
                              f"{type(exc).__name__}: {exc}", path=str(self.info.folder)) from exc
