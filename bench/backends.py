@@ -20,7 +20,10 @@ every other stage is the pipeline's own.
 Each backend runs in its own process, one after another, so its peak resident memory is its own.
 
     python bench/backends.py [--part phantom|fullsize|both] [--backends torch openvino openvino-bf16]
-                             [--json bench/results/backends.json]
+                             [--device cpu|cuda] [--json bench/results/backends.json]
+
+``--device cuda`` loads the networks on the GPU (``--backends torch`` only: the OpenVINO backends run on the
+CPU and are refused there).
 """
 from __future__ import annotations
 
@@ -95,12 +98,12 @@ class Shadowed:
         return out
 
 
-def worker_phantom(backend: str, models: Path, keep: Path) -> dict:
+def worker_phantom(backend: str, models: Path, keep: Path, device: str = "cpu") -> dict:
     import reference_agreement as RA
     import reference_cli as R
     from spineseg.inference.two_step import load_models, lps_to_ras, segment_volume
     t0 = time.perf_counter()
-    pair = load_models(models, "cpu", backend=backend)
+    pair = load_models(models, device, backend=backend)
     rows = {"load_s": round(time.perf_counter() - t0, 2), "ir": pair.describe()["step1"].get("openvino_ir"),
             "cases": []}
     for seed, fov, thick, pixel in RA.CASES:
@@ -114,19 +117,20 @@ def worker_phantom(backend: str, models: Path, keep: Path) -> dict:
     return rows
 
 
-def worker_fullsize(backend: str, models: Path, full_models: Path, study: Path, keep: Path) -> dict:
+def worker_fullsize(backend: str, models: Path, full_models: Path, study: Path, keep: Path,
+                    device: str = "cpu") -> dict:
     import spineseg.pipeline as pipeline
     from spineseg.inference.two_step import ModelPair, load_models
     from spineseg.report import RunReport
     from spineseg.settings import AppConfig
 
     t0 = time.perf_counter()
-    full = load_models(full_models, "cpu", release="direct", backend=backend)
+    full = load_models(full_models, device, release="direct", backend=backend)
     load_full_s = time.perf_counter() - t0
-    bundled = load_models(models, "cpu", backend="torch")
+    bundled = load_models(models, device, backend="torch")
     shadows = [Shadowed(f, b, keep, s) for f, b, s in ((full.step1, bundled.step1, "step1"),
                                                        (full.step2, bundled.step2, "step2"))]
-    pipeline.load_models = lambda *_a, **_k: ModelPair(*shadows, "cpu", backend)
+    pipeline.load_models = lambda *_a, **_k: ModelPair(*shadows, device, backend)
     out = keep / "out"
     cfg = AppConfig.from_settings(study, out, models, env={})
     out.mkdir()
@@ -148,17 +152,21 @@ def run_worker(a) -> int:
     keep = a.keep
     keep.mkdir(parents=True, exist_ok=True)
     if a.worker_part == "phantom":
-        row = worker_phantom(a.worker, a.models, keep)
+        row = worker_phantom(a.worker, a.models, keep, a.device)
     else:
-        row = worker_fullsize(a.worker, a.models, a.full_models, a.study, keep)
+        row = worker_fullsize(a.worker, a.models, a.full_models, a.study, keep, a.device)
     row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    if a.device.startswith("cuda"):
+        import torch
+        row["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
     (keep / "row.json").write_text(json.dumps(row))
     return 0
 
 
-def spawn(backend: str, part: str, keep: Path, models: Path, env: dict, **paths) -> dict:
+def spawn(backend: str, part: str, keep: Path, models: Path, env: dict, device: str = "cpu", **paths) -> dict:
     cmd = [sys.executable, __file__, "--worker", backend, "--worker-part", part, "--keep", str(keep),
-           "-m", str(models), *[x for k, v in paths.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+           "-m", str(models), "--device", device,
+           *[x for k, v in paths.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": (proc.stdout + proc.stderr)[-1500:]}
@@ -170,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--part", choices=["phantom", "fullsize", "both"], default="both")
     ap.add_argument("--backends", nargs="+", default=["torch", "openvino", "openvino-bf16"])
     ap.add_argument("-m", "--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--device", default="cpu", help="where the networks load: cpu, or cuda (torch backend only)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--timing-only", action="store_true", help="run only the named backends (no torch run to "
                     "compare with: agreement is not measured)")
@@ -189,13 +198,15 @@ def main(argv=None) -> int:
     import phantom as P
     from spineseg.inference.backends import cpu_has_bf16
     record = {"cpu": f"{os.cpu_count()} cores, bf16 units: {cpu_has_bf16()}", "torch_threads": torch.get_num_threads(),
+              "device": f"{a.device}: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() and
+              a.device.startswith("cuda") else a.device,
               "load_average_at_start": round(os.getloadavg()[0], 1)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # a fresh cache, so every export is timed, unless one is given (to time runs that find their IR cached)
         env = {**os.environ, "SPINESEG_OPENVINO_CACHE": os.environ.get("SPINESEG_OPENVINO_CACHE") or str(tmp / "ov-cache")}
         if a.part in ("phantom", "both"):
-            rows = {b: spawn(b, "phantom", tmp / f"ph_{b}", a.models, env) for b in a.backends}
+            rows = {b: spawn(b, "phantom", tmp / f"ph_{b}", a.models, env, a.device) for b in a.backends}
             for b, row in rows.items():
                 if "error" in row or not compare:
                     continue
@@ -216,7 +227,7 @@ def main(argv=None) -> int:
             full_models = make_full_size_models(a.models, tmp)
             study = tmp / "clinical"
             P.write_case(out_dir=study, **CLINICAL)
-            rows = {b: spawn(b, "fullsize", tmp / f"fs_{b}", a.models, env, full_models=full_models,
+            rows = {b: spawn(b, "fullsize", tmp / f"fs_{b}", a.models, env, a.device, full_models=full_models,
                              study=study / "dicom") for b in a.backends}
             for b, row in rows.items():
                 if "error" in row:
