@@ -107,8 +107,6 @@ class Split:
 
 def patch_part(work: Path) -> dict:
     """Time per patch and logits against fp32, full-size network."""
-    import torch
-
     import backends as B
     from spineseg.inference.backends import _export
     from spineseg.inference.two_step import STEP1_DATASET, LoadedModel, find_model_folder
@@ -119,7 +117,6 @@ def patch_part(work: Path) -> dict:
     ov.save_model(_export(model.predictor.network, model.patch_size, model.n_inputs, model.trace_shape), xml,
                   compress_to_fp16=False)
     del model
-    torch.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((1, 1, 256, 256, 80)).astype(np.float32)
     rows, exact = {}, None
     for option in OPTIONS:

@@ -226,7 +226,7 @@ class LoadedModel:
         try:
             seg = self.predictor.predict_single_npy_array(data, {"spacing": spacing}, None, None, False)
         finally:
-            if self.ir_source:
+            if self.backend != "torch":
                 # the other step's network runs next: hand this one's activation buffers back (GBs at full size)
                 self.predictor.network.release_memory()
         return nib.Nifti1Image(np.asarray(seg).transpose(2, 1, 0).astype(np.uint8), ref.affine, ref.header)
