@@ -24,12 +24,15 @@ if str(ROOT) not in sys.path:
 
 from spineseg import APP_NAME, __version__, logsafe  # noqa: E402
 from spineseg.errors import InputError, SpineSegError  # noqa: E402
-from spineseg.outputs.output_folder import SignalGuard, clear_previous, lock_output, write_running  # noqa: E402
+from spineseg.outputs.atomic import reopen_results  # noqa: E402
+from spineseg.outputs.output_folder import (SignalGuard, clear_previous, discard_results, lock_output,  # noqa: E402
+                                            signal_at_stage, write_running)
 from spineseg.pipeline import run_all  # noqa: E402
 from spineseg.report import RunReport  # noqa: E402
 from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: E402
 
 log = logging.getLogger("spineseg")
+SIGNAL_HOOK = "SPINESEG_TEST_SIGNAL_AT"   # test hook: STAGE[:SIGNAME] (spineseg.outputs.output_folder.signal_at_stage)
 
 
 def _preload_cuda_runtime() -> None:
@@ -97,37 +100,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)          # argparse exits 2 (EXIT_USAGE) on bad arguments
-    logsafe.configure(getattr(logging, str(args.log_level).upper(), logging.INFO))
-    logging.getLogger("highdicom").setLevel(logging.WARNING)   # per-module copy notices are noise
-    output = Path(args.output)
-    report = RunReport(output)
-    report.input["path"] = str(args.input)
-    log.info("%s %s: input %s -> output %s (models %s)", APP_NAME, __version__, args.input, output, args.model)
     guard = SignalGuard()
-    try:
-        with guard:
-            if Path(args.input).resolve() == output.resolve():
-                raise InputError("OUTPUT_IS_INPUT", "The output folder is the input folder; use a separate folder "
-                                 "so results never mix with the study.")
-            with lock_output(output):
-                error = run_owned(args, output, report, guard)
-                code = report.finish(error)
-    except SpineSegError as exc:           # the folder is not ours (busy, not writable), or a signal came early
-        error = guard.error() if guard.signal else exc
-        if error.code == "OUTPUT_BUSY":
-            report.name = f"report.refused-{os.getpid()}.json"   # the owner's report.json stays as it is
-        log.error("%s: %s", error.code, error.message)
-        code = report.finish(error)
-    log.info("finished: %s (exit %d); report %s", "succeeded" if error is None else "failed", code,
-             output / report.name)
-    if error is None:
-        for rel in report.outputs:
-            log.info("output: %s", output / rel)
-    if guard.signal is not None:
+    code = run(argv, guard)
+    if guard.signal is not None and guard.armed:
         # the signal may have cut an import or a framework call in half (Holoscan then crashed in
         # its teardown): the report is written, so leave without running that teardown
         logging.shutdown()
@@ -137,9 +112,47 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def run(argv: list[str] | None, guard: SignalGuard) -> int:
+    """The whole run under ``guard``; the exit status. report.json is written whatever happens."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)          # argparse exits 2 (EXIT_USAGE) on bad arguments
+    logsafe.configure(getattr(logging, str(args.log_level).upper(), logging.INFO))
+    logging.getLogger("highdicom").setLevel(logging.WARNING)   # per-module copy notices are noise
+    output = Path(args.output)
+    report = RunReport(output)
+    report.input["path"] = str(args.input)
+    if os.environ.get(SIGNAL_HOOK):
+        report.stage_hook = signal_at_stage(os.environ[SIGNAL_HOOK], guard)
+    log.info("%s %s: input %s -> output %s (models %s)", APP_NAME, __version__, args.input, output, args.model)
+    try:
+        with guard:
+            if Path(args.input).resolve() == output.resolve():
+                raise InputError("OUTPUT_IS_INPUT", "The output folder is the input folder; use a separate folder "
+                                 "so results never mix with the study.")
+            with lock_output(output):
+                error = run_owned(args, output, report, guard)
+                guard.disarm()             # the work is done: a late signal does not undo its result
+                code = report.finish(error)
+    except SpineSegError as exc:           # the folder is not ours (busy, not writable), or a signal came early
+        error = interrupted(output, report, guard) if guard.signal else exc
+        if error.code == "OUTPUT_BUSY":
+            report.name = f"report.refused-{os.getpid()}.json"   # the owner's report.json stays as it is
+        log.error("%s: %s", error.code, error.message)
+        code = report.finish(error)
+    log.info("finished: %s (exit %d); report %s", "succeeded" if error is None else "failed", code,
+             output / report.name)
+    if error is None:
+        for rel in report.outputs:
+            log.info("output: %s", output / rel)
+    return code
+
+
 def run_owned(args: argparse.Namespace, output: Path, report: RunReport, guard: SignalGuard) -> BaseException | None:
     """The run in a folder it holds: previous results moved aside, then the stages; the error, if any."""
     error: BaseException | None = None
+    reopen_results()                       # an earlier interrupted run in this process (tests) shut the gate
     try:
         report.output_folder = clear_previous(output)
         write_running(output, report.as_dict("running", 0)["started"])
@@ -157,7 +170,16 @@ def run_owned(args: argparse.Namespace, output: Path, report: RunReport, guard: 
         error = exc
         log.error("internal error: %s", exc, exc_info=True)
     if guard.signal is not None:           # a framework may have swallowed the Interrupted exception
-        error = guard.error()
+        error = interrupted(output, report, guard)
     if isinstance(error, SpineSegError):
         log.error("%s: %s", error.code, error.message)
+    return error
+
+
+def interrupted(output: Path, report: RunReport, guard: SignalGuard) -> SpineSegError:
+    """The error of a run a signal stopped, once its results are removed (all or none: an SR must never
+    stay without the SEG it references, nor a report list a file that is not there)."""
+    error = guard.error()
+    if report.output_folder and report.removed_outputs is None:   # the previous run's results were moved
+        report.discard_outputs(discard_results(output, error))    # aside: every result here is this run's
     return error

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from spineseg import APP_NAME, __version__
-from spineseg.outputs.atomic import write_json_atomic
+from spineseg.outputs.atomic import results_gate, write_json_atomic
 from spineseg.outputs.codes_table import STRUCTURES
 from spineseg.errors import EXIT_INTERNAL, EXIT_OK, SpineSegError
 
@@ -48,10 +49,16 @@ class RunReport:
     error: dict | None = None
     output_folder: dict = field(default_factory=dict)
     name: str = REPORT_NAME                  # another name when the folder belongs to another run
+    # an interrupted run's results, removed from the folder (output_folder.discard_results): then the
+    # report lists no output, whatever a graph thread still appends
+    removed_outputs: list[str] | None = None
+    stage_hook: Callable[[str], None] | None = field(default=None, repr=False)   # a test's, as a stage begins
 
     @contextmanager
     def stage(self, name: str):
         """Time a stage and log one line for it when it ends."""
+        if self.stage_hook is not None:
+            self.stage_hook(name)
         t0 = time.perf_counter()
         try:
             yield
@@ -69,19 +76,29 @@ class RunReport:
 
     def add_output(self, path: Path) -> None:
         rel = str(Path(path).relative_to(self.output_dir))
-        if rel not in self.outputs:
-            self.outputs.append(rel)
+        with results_gate():                 # an interrupted run lists nothing more
+            if rel not in self.outputs:
+                self.outputs.append(rel)
+
+    def discard_outputs(self, removed: list[str]) -> None:
+        """Record that an interrupted run's results were removed (``removed``: their names)."""
+        self.removed_outputs = list(removed)
 
     def as_dict(self, status: str, exit_code: int) -> dict:
+        # copies, each made in one step: a graph thread may still be adding to these lists and dicts
+        processed, outputs, folder = list(self.processed), list(self.outputs), dict(self.output_folder)
+        if self.removed_outputs is not None:
+            processed = [{k: v for k, v in e.items() if k not in ("outputs", "dicom_outputs")} for e in processed]
+            outputs, folder["removed_on_interruption"] = [], self.removed_outputs
         return {
             "status": status, "exit_code": exit_code,
             "app": {"name": APP_NAME, "version": __version__},
             "started": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(time.time() - self.started, 2),
-            "input": self.input, "series_seen": self.series_seen, "processed": self.processed,
-            "models": self.models, "timings_seconds": self.timings, "warnings": self.warnings,
-            "outputs": self.outputs, "delivery": self.delivery, "output_folder": self.output_folder,
+            "input": self.input, "series_seen": self.series_seen, "processed": processed,
+            "models": self.models, "timings_seconds": dict(self.timings), "warnings": list(self.warnings),
+            "outputs": outputs, "delivery": self.delivery, "output_folder": folder,
             "error": self.error,
         }
 
@@ -99,7 +116,7 @@ class RunReport:
                               "message": f"{type(error).__name__}: {error}. This is a bug or an environment "
                                          "problem; the log has the traceback."}
         try:
-            write_json_atomic(self.output_dir / self.name, self.as_dict(status, code))
+            write_json_atomic(self.output_dir / self.name, self.as_dict(status, code), result=False)
         except SpineSegError as exc:         # the folder cannot take it: say so on stderr, fail the run
             self.error = exc.as_dict() if error is None else self.error
             code = code or exc.exit_code

@@ -12,8 +12,8 @@ from spineseg.report import RunReport
 def test_a_crash_while_writing_leaves_nothing_behind(tmp_path):
     target = tmp_path / "series-005_seg.dcm"
 
-    def crash(tmp):
-        tmp.write_bytes(b"half a SEG")
+    def crash(fh):
+        fh.write(b"half a SEG")
         raise RuntimeError("disk full")
     with pytest.raises(RuntimeError):
         write_atomic(target, crash)
@@ -24,7 +24,7 @@ def test_a_crash_keeps_the_previous_complete_file(tmp_path):
     target = tmp_path / "report.json"
     write_json_atomic(target, {"status": "succeeded"})
     with pytest.raises(ValueError):
-        write_atomic(target, lambda tmp: (tmp.write_text("{"), (_ for _ in ()).throw(ValueError("boom"))))
+        write_atomic(target, lambda fh: (fh.write(b"{"), (_ for _ in ()).throw(ValueError("boom"))))
     assert json.loads(target.read_text()) == {"status": "succeeded"}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
