@@ -331,7 +331,7 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
                       "derived image, not for primary diagnosis"]
             rgb, plane = render_review(volume.array, result.labels, volume.affine, phantom=phantom, footer=footer)
             png = write_png(rgb, cfg.output_dir / f"{stem}_review.png")
-            sc = build_review_sc(sources, rgb, plane, str(seg.SOPInstanceUID), phantom)
+            sc = build_review_sc(volume, rgb, plane, str(seg.SOPInstanceUID), phantom)
             sc_path = write_dicom_atomic(sc, cfg.output_dir / f"{stem}_review_sc.dcm")
         entry["outputs"].update({"review_png": png.name, "review_sc": sc_path.name})
         entry["dicom_outputs"].append(dicom_record("sc", sc, sc_path))

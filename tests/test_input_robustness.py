@@ -207,3 +207,75 @@ def test_enhanced_multiframe_mr_gives_the_same_volume_and_a_valid_seg(tmp_path, 
         str(enhanced.SOPInstanceUID), list(range(1, len(sources[0].PerFrameFunctionalGroupsSequence) + 1)),
         combine_segments=True, assert_missing_frames_are_empty=True)
     assert np.array_equal(decoded > 0, frame_labels > 0)
+
+
+def multiframe_copy(src, out_dir, kind: str, series_number: int = 99):
+    """The classic series in ``src`` as one multi-frame object in ``out_dir`` (returned, as read back): "legacy",
+    a Legacy Converted Enhanced MR Image (highdicom); "enhanced", an Enhanced MR Image as Siemens XA or recent
+    Philips scanners send it (that object's SOP class, image type and MR frame type, the orientation in each
+    frame's functional groups). Neither has ImageOrientationPatient or ImagePositionPatient at its top level."""
+    import copy
+
+    import highdicom as hd
+    from pydicom.uid import EnhancedMRImageStorage
+    legacy = [pydicom.dcmread(f) for f in np.random.default_rng(1).permutation(sorted(src.glob("*.dcm")))]
+    mf = hd.legacy.LegacyConvertedEnhancedMRImage(legacy, series_instance_uid=hd.UID(), series_number=series_number,
+                                                  sop_instance_uid=hd.UID(), instance_number=1)
+    if kind == "enhanced":
+        mf.SOPClassUID = mf.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+        mf.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+        shared = mf.SharedFunctionalGroupsSequence[0]
+        orientation = shared.PlaneOrientationSequence
+        del shared.PlaneOrientationSequence
+        for frame in mf.PerFrameFunctionalGroupsSequence:
+            frame.PlaneOrientationSequence = copy.deepcopy(orientation)
+            frame_type = pydicom.Dataset()
+            frame_type.FrameType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+            frame_type.PixelPresentation, frame_type.VolumetricProperties = "MONOCHROME", "VOLUME"
+            frame_type.VolumeBasedCalculationTechnique, frame_type.ComplexImageComponent = "NONE", "MAGNITUDE"
+            frame_type.AcquisitionContrast = "T2"
+            frame.MRImageFrameTypeSequence = [frame_type]
+    assert "ImageOrientationPatient" not in mf and "ImagePositionPatient" not in mf
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mf.save_as(out_dir / f"{kind}.dcm", enforce_file_format=True)
+    return pydicom.dcmread(out_dir / f"{kind}.dcm", stop_before_pixels=True)
+
+
+@pytest.mark.parametrize("kind", ["enhanced", "legacy"])
+def test_the_app_writes_seg_sr_and_review_from_one_multiframe_mr_object(tmp_path, phantom_study, kind):
+    """Issue 24: a study sent as one Enhanced (or Legacy Converted Enhanced) MR object ended in INTERNAL_ERROR
+    (exit 4) once the label map was written, because the Secondary Capture looked for the source's geometry at
+    the dataset's top level. The whole app now delivers SEG, SR and review picture, each valid, each tied to
+    the multi-frame source (the picture to the frame nearest its plane)."""
+    import json
+    import subprocess
+    import sys
+
+    import highdicom as hd
+
+    from conftest import ROOT, run_dciodvfy
+    source = multiframe_copy(phantom_study["dicom_files"][0].parent, tmp_path / "in", kind)
+    n_frames = int(source.NumberOfFrames)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(tmp_path / "in"), "-o", str(out),
+                           "--engine", "plain"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    (entry,) = report["processed"]
+    assert report["status"] == "succeeded" and entry["series_instance_uid"] == source.SeriesInstanceUID
+    files = {key: out / entry["outputs"][key] for key in ("seg", "measurements_sr", "review_sc", "review_png",
+                                                           "measurements_json", "label_map")}
+    assert all(p.is_file() for p in files.values())
+    assert [r["kind"] for r in entry["dicom_outputs"]] == ["seg", "sr", "sc"]
+    for key in ("seg", "measurements_sr", "review_sc"):
+        assert run_dciodvfy(files[key])[0] == [], key
+    seg = pydicom.dcmread(files["seg"], stop_before_pixels=True)
+    assert {str(r.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence
+            for r in s.ReferencedInstanceSequence} == {str(source.SOPInstanceUID)}
+    sc = pydicom.dcmread(files["review_sc"], stop_before_pixels=True)
+    (ref,) = sc.SourceImageSequence
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID and ref.ReferencedSOPClassUID == source.SOPClassUID
+    assert 1 <= int(ref.ReferencedFrameNumber) <= n_frames
+    assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.PatientID == source.PatientID
+    groups = hd.sr.srread(files["measurements_sr"]).content.get_volumetric_roi_measurement_groups()
+    assert groups and all(g.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID for g in groups)

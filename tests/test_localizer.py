@@ -210,3 +210,19 @@ def share_named_as_truth(labels, affine, truth) -> float:
 def pydicom_description(path) -> str:
     import pydicom
     return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesDescription)
+
+
+def test_a_multiframe_partner_is_placed_from_its_functional_groups(study, tmp_path):
+    """A localizer sent as one Enhanced MR object has no position or orientation at its top level: it is placed
+    frame by frame from its functional groups, as the loader places it (it was refused: "image geometry
+    missing")."""
+    from test_input_robustness import multiframe_copy
+
+    from spineseg.input.localizer import series_extent
+    root, _ = study
+    series = {s.series_number: s for s in scan_dicom(root).series}
+    multiframe_copy(root / "localizer" / "dicom", tmp_path / "loc", "enhanced", series_number=1)
+    (loc,) = scan_dicom(tmp_path / "loc").series
+    box, classic = series_extent(loc), series_extent(series[1])
+    assert np.allclose(box.lo, classic.lo, atol=1e-3) and np.allclose(box.hi, classic.hi, atol=1e-3)
+    assert partner_candidates(series[5], [loc]) == ([loc], [])

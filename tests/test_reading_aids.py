@@ -89,13 +89,18 @@ def test_structures_cut_by_the_field_of_view_are_flagged_not_measured_as_whole()
     assert whole.volume_mm3 == pytest.approx(float((labels == 94).sum()) * voxel)
 
 
+def lumbar_series(out, seed, slice_thickness, pixel):
+    """A lumbar phantom series written to ``out/case/dicom``, loaded, and its true labels on the loaded grid."""
+    case = P.write_case(seed, out / "case", fov="lumbar", slice_thickness=slice_thickness, pixel=pixel)
+    vol = load_volume(scan_dicom(out / "case" / "dicom").series[0])
+    _, labels = P.render(case["phantom"], vol.affine, vol.array.shape)
+    return vol, labels
+
+
 @pytest.fixture(scope="module")
 def demo_like(tmp_path_factory):
     out = tmp_path_factory.mktemp("reading_aids")
-    case = P.write_case(7, out / "case", fov="lumbar", slice_thickness=3.5, pixel=0.6)
-    vol = load_volume(scan_dicom(out / "case" / "dicom").series[0])
-    _, labels = P.render(case["phantom"], vol.affine, vol.array.shape)
-    return out, vol, labels
+    return (out, *lumbar_series(out, 7, 3.5, 0.6))
 
 
 @pytest.mark.parametrize("segmentation_type", ["BINARY", "LABELMAP"])
@@ -149,7 +154,7 @@ def test_review_picture_is_a_valid_secondary_capture_with_the_banner(demo_like):
     assert (top[:, 0] > 150).mean() > 0.5 and (top[:, 1] < 60).mean() > 0.5
     assert PHANTOM_BANNER.startswith("PHANTOM MODEL")
     seg, _ = build_seg(vol.datasets, labels, fake_model_description(), None)
-    sc = build_review_sc(vol.datasets, rgb, plane, str(seg.SOPInstanceUID), phantom=True)
+    sc = build_review_sc(vol, rgb, plane, str(seg.SOPInstanceUID), phantom=True)
     path = out / "sc.dcm"
     sc.save_as(path, enforce_file_format=True)
     assert run_dciodvfy(path)[0] == []
@@ -168,3 +173,30 @@ def test_review_picture_without_phantom_weights_has_no_banner(demo_like):
     rgb, _ = render_review(vol.array, labels, vol.affine, phantom=False, footer=[])
     top = rgb[5:15].reshape(-1, 3)
     assert (top[:, 0] > 150).mean() < 0.1
+
+
+@pytest.mark.parametrize("kind", ["enhanced", "legacy"])
+def test_seg_and_review_picture_of_one_multiframe_source_reference_its_frames(demo_like, tmp_path, kind):
+    """A study sent as one Enhanced (or Legacy Converted Enhanced) MR object: the Secondary Capture takes the
+    source's geometry from the loaded volume (a multi-frame object has no ImageOrientationPatient or
+    ImagePositionPatient at its top level, which ended the run in INTERNAL_ERROR) and references the frame
+    nearest its plane, the same image as for the classic series; the SEG is valid even where the orientation
+    and pixel spacing sit in each frame's functional groups only (as Philips and Siemens XA write them)."""
+    from test_input_robustness import multiframe_copy
+    out, vol, labels = demo_like
+    source = multiframe_copy(out / "case" / "dicom", tmp_path / "in", kind)
+    mf = load_volume(scan_dicom(tmp_path / "in").series[0])
+    assert mf.source_frames is not None and np.allclose(mf.affine, vol.affine, atol=1e-4)
+    seg, _ = build_seg(*mf.in_source_order(labels), fake_model_description())
+    assert run_dciodvfy(write_seg(seg, tmp_path / "seg.dcm"))[0] == []
+    rgb, plane = render_review(mf.array, labels, mf.affine, phantom=True, footer=[])
+    sc = build_review_sc(mf, rgb, plane, str(seg.SOPInstanceUID), phantom=True)
+    sc.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
+    assert run_dciodvfy(tmp_path / "sc.dcm")[0] == []
+    (ref,) = sc.SourceImageSequence
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID and ref.ReferencedSOPClassUID == source.SOPClassUID
+    frame = source.PerFrameFunctionalGroupsSequence[int(ref.ReferencedFrameNumber) - 1]
+    classic = build_review_sc(vol, rgb, plane, str(seg.SOPInstanceUID), phantom=True).SourceImageSequence[0]
+    assert "ReferencedFrameNumber" not in classic
+    nearest = next(ds for ds in vol.datasets if ds.SOPInstanceUID == classic.ReferencedSOPInstanceUID)
+    assert np.allclose(frame.PlanePositionSequence[0].ImagePositionPatient, nearest.ImagePositionPatient)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spineseg.input.dicom_input import SeriesInfo
+from spineseg.errors import InputError
+from spineseg.input.dicom_input import SeriesInfo, slice_refs
 
 MIN_OVERLAP_MM = 20.0      # head-foot overlap a partner needs (about a vertebra and a disc)
 
@@ -31,9 +32,15 @@ class Extent:
 
 
 def series_extent(series: SeriesInfo) -> Extent | None:
-    """Bounding box of every image's four corners; None when the geometry is missing."""
+    """Bounding box of every image's four corners; None when the geometry is missing. A multi-frame (Enhanced)
+    image is placed frame by frame from its functional groups, as the loader places it."""
     corners = []
-    for ds in series.headers:
+    try:
+        refs = slice_refs(series)
+    except InputError:
+        return None
+    for ref in refs:
+        ds = ref.geometry
         try:
             pos = np.asarray(ds.ImagePositionPatient, float)
             iop = np.asarray(ds.ImageOrientationPatient, float)

@@ -3,7 +3,12 @@
 Same patient and study as the source series, its own series (SeriesNumber 2000 + the source's),
 RGB 8-bit, ImageType DERIVED\\SECONDARY, Burned In Annotation YES (the tags and banner are in the
 pixels, PS3.3 C.7.6.1.1.5), and references to the source series and to the source image nearest the
-plane (Source Image Sequence), so a PACS files it beside the MR series it was made from.
+plane (Source Image Sequence; with its Referenced Frame Number when the source is one multi-frame
+Enhanced or Legacy Converted Enhanced MR image), so a PACS files it beside the MR series it was made from.
+
+Where the source images lie is taken from the loaded volume (``dicom_input.Volume``), never from the
+headers: a multi-frame image keeps its positions and orientation in its functional groups, not at the
+top level of the dataset.
 """
 from __future__ import annotations
 
@@ -12,31 +17,38 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from spineseg import APP_NAME, __version__
+from spineseg.input.dicom_input import Volume
 from spineseg.outputs.review_image import ReviewPlane
 from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
 SC_SERIES_OFFSET = 2000
 
 
-def nearest_source(datasets: list[Dataset], plane: ReviewPlane) -> Dataset:
-    """The source image whose plane is nearest the review plane's centre."""
+def nearest_source(volume: Volume, plane: ReviewPlane) -> tuple[Dataset, int | None]:
+    """The source image whose plane is nearest the review plane's centre: its dataset and, for a multi-frame
+    source, its frame number (1-based; None for a single-frame image). Slice positions and the slice normal
+    come from ``volume.affine`` (slice k lies at affine @ (k, 0, 0)), so single- and multi-frame sources are
+    placed alike."""
     centre = plane.origin + plane.row_dir * plane.spacing * plane.grey.shape[1] / 2 \
         + plane.col_dir * plane.spacing * plane.grey.shape[0] / 2
+    affine = np.asarray(volume.affine, float)
+    normal = np.cross(affine[:3, 2], affine[:3, 1])          # row direction x column direction, as in the IOP
+    normal /= np.linalg.norm(normal)
+    positions = affine[:3, 3] + np.arange(volume.array.shape[0])[:, None] * affine[:3, 0]
+    k = int(np.argmin(np.abs((centre - positions) @ normal)))
+    if volume.source_frames is None:
+        return volume.datasets[k], None
+    return volume.datasets[0], int(volume.source_frames[k]) + 1
 
-    def distance(ds):
-        iop = np.asarray(ds.ImageOrientationPatient, float)
-        normal = np.cross(iop[:3], iop[3:])
-        return abs((centre - np.asarray(ds.ImagePositionPatient, float)) @ normal)
-    return min(datasets, key=distance)
 
-
-def build_review_sc(source_datasets: list[Dataset], rgb: np.ndarray, plane: ReviewPlane, seg_uid: str,
+def build_review_sc(volume: Volume, rgb: np.ndarray, plane: ReviewPlane, seg_uid: str,
                     phantom: bool) -> Dataset:
-    """The Secondary Capture; its UIDs derive from the SEG's (which follow the exact source instances,
-    weights and settings), so the picture is replaced, not duplicated, when the same result is resent."""
+    """The Secondary Capture of the review picture of ``volume`` (the loaded source series); its UIDs derive
+    from the SEG's (which follow the exact source instances, weights and settings), so the picture is
+    replaced, not duplicated, when the same result is resent."""
     import highdicom as hd
 
-    ref = nearest_source(source_datasets, plane)
+    ref, frame = nearest_source(volume, plane)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref,
         pixel_array=np.ascontiguousarray(rgb, dtype=np.uint8),
@@ -69,5 +81,7 @@ def build_review_sc(source_datasets: list[Dataset], rgb: np.ndarray, plane: Revi
     source = Dataset()
     source.ReferencedSOPClassUID = ref.SOPClassUID
     source.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+    if frame is not None:
+        source.ReferencedFrameNumber = frame
     sc.SourceImageSequence = [source]
     return sc

@@ -170,6 +170,34 @@ def compose_long_string(parts: list[str], limit: int = 64) -> str:
     return text
 
 
+SHARED_GEOMETRY = ("PlaneOrientationSequence", "PixelMeasuresSequence")
+
+
+def with_shared_geometry(source: Dataset) -> Dataset:
+    """``source`` as highdicom can derive a SEG from it. highdicom reads a multi-frame image's orientation and
+    pixel spacing from its shared functional groups only; an Enhanced MR image may hold them in each frame's
+    group instead (Philips and Siemens XA do), and highdicom then refuses it ("Source images must have a
+    shared orientation"). For such an image: a shallow copy whose shared group also holds the first frame's
+    Plane Orientation and Pixel Measures, which every frame has alike (``dicom_input.load_volume`` refuses
+    the series otherwise, MIXED_GEOMETRY). The copy is read, never written: the SEG references the source's
+    own SOP Instance UID. Any other image is returned as it is."""
+    import copy
+
+    if "PerFrameFunctionalGroupsSequence" not in source or not len(source.PerFrameFunctionalGroupsSequence):
+        return source
+    shared = source.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in source else Dataset()
+    first = source.PerFrameFunctionalGroupsSequence[0]
+    missing = [kw for kw in SHARED_GEOMETRY if kw not in shared and kw in first]
+    if not missing:
+        return source
+    shared = copy.deepcopy(shared)
+    for keyword in missing:
+        setattr(shared, keyword, copy.deepcopy(first[keyword].value))
+    completed = copy.copy(source)
+    completed.SharedFunctionalGroupsSequence = [shared]
+    return completed
+
+
 def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_description: dict,
               settings: SegSettings | None = None, numbering=None) -> tuple[Dataset, list[int]]:
     """DICOM SEG over ``source_datasets``: one per slice of ``labels`` in the same order, or a single
@@ -211,7 +239,7 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     transfer_syntax = COMPRESSION[settings.compression]
     encoding, _ = encoding_for(settings, int(src.Rows), int(src.Columns))
     seg = hd.seg.Segmentation(
-        source_images=source_datasets,
+        source_images=[with_shared_geometry(ds) for ds in source_datasets],
         pixel_array=segment_map,
         segmentation_type=encoding,
         segment_descriptions=segment_descriptions(present, algorithm_identification(model_description),
