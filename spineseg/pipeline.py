@@ -318,12 +318,17 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
                                            "levels": table})
         with report.stage("write_sr"):
             sr = build_measurement_sr(seg, sources, levels, phantom)
-            sr_path = write_dicom_atomic(sr, cfg.output_dir / f"{stem}_measurements_sr.dcm")
+            sr_path = write_dicom_atomic(sr, cfg.output_dir / f"{stem}_measurements_sr.dcm") if sr else None
         entry["measurements"] = table
-        entry["outputs"].update({"measurements_json": json_path.name, "measurements_sr": sr_path.name})
-        entry["dicom_outputs"].append(dicom_record("sr", sr, sr_path))
+        entry["outputs"]["measurements_json"] = json_path.name
         report.add_output(json_path)
-        report.add_output(sr_path)
+        if sr is None:
+            report.warn(f"series {volume.series.series_number}: nothing could be measured ({unmeasured(levels)}); "
+                        "no measurement SR written, the measurements JSON lists what was found")
+        else:
+            entry["outputs"]["measurements_sr"] = sr_path.name
+            entry["dicom_outputs"].append(dicom_record("sr", sr, sr_path))
+            report.add_output(sr_path)
     if cfg.outputs.review_image:
         with report.stage("review_image"):
             footer = [result.numbering.content if result.numbering else "",
@@ -337,6 +342,15 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
         entry["dicom_outputs"].append(dicom_record("sc", sc, sc_path))
         report.add_output(png)
         report.add_output(sc_path)
+
+
+def unmeasured(levels: list) -> str:
+    """Why ``levels`` (measurements.measure_levels) hold no value, in a few words for the report."""
+    if not levels:
+        return "no vertebra, disc or sacrum segmented"
+    cut = sum(m.cut_by_field_of_view for m in levels)
+    return (f"{len(levels)} structure(s) segmented, {cut} of them cut by the field of view, none complete "
+            "enough for a volume, height or canal section")
 
 
 def seg_files(report: RunReport) -> list[Path]:

@@ -25,6 +25,9 @@ Definitions (README, "Measurements"):
 
 A structure whose voxels touch a face of the volume is cut by the field of view: its volume is
 flagged and left out, and a height or section that reaches the edge of the volume is not reported.
+A disc whose voxels lie in a single slice shows no orientation (its spread across the slices is
+nil whatever the disc's true tilt, so the least-extent axis would be the slice normal): it gets no
+axis, hence no heights or canal section of its own, rather than values that measure the slice.
 """
 from __future__ import annotations
 
@@ -170,11 +173,14 @@ def measure_levels(labels: np.ndarray, affine_lps: np.ndarray) -> list[LevelMeas
         near = np.abs((canal_pts - point) @ axis) < half_width
         return canal_pts[near].mean(axis=0) if near.any() else None
 
+    def one_slice(value):
+        return labels.shape[0] > 1 and boxes[value - 1][0].stop - boxes[value - 1][0].start == 1
+
     centroids, axes, anteriors = {}, {}, {}
     for v in present:
         pts = grid.world(voxels(v))
         centroids[v] = pts.mean(axis=0)
-        if v in DISCS and len(pts) >= 10:
+        if v in DISCS and len(pts) >= 10 and not one_slice(v):
             cov = np.cov((pts - centroids[v]).T)
             normal = np.linalg.eigh(cov)[1][:, 0]
             axes[v] = normal if normal @ head >= 0 else -normal
@@ -202,6 +208,8 @@ def measure_levels(labels: np.ndarray, affine_lps: np.ndarray) -> list[LevelMeas
             m.notes.append("cut by the field of view: volume not measured")
         else:
             m.volume_mm3 = n_vox * voxel_mm3
+        if v in DISCS and one_slice(v):
+            m.notes.append("lies in a single slice: orientation, heights and canal section not measured")
         if v in axes and v in anteriors and v != SACRUM:
             _heights(grid, m, v, centroids[v], axes[v], anteriors[v], canal_pts, voxels)
         if v in DISCS and v in axes and v in anteriors:

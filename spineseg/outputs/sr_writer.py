@@ -18,6 +18,11 @@ digests). Concepts and units:
 
 Made with the bundled phantom weights, the SeriesDescription starts with the phantom warning and
 the algorithm version says "phantom", as in the SEG.
+
+Nothing measurable (only the cord and canal segmented, or every structure cut by the field of view so
+that no volume, height or section could be taken): no SR is made. TID 1500 holds measurements; one
+without any would be a document a reader opens in the PACS to find empty, and highdicom refuses it.
+The run says why in its report and the measurements JSON still lists the structures with their notes.
 """
 from __future__ import annotations
 
@@ -67,8 +72,9 @@ def _group(seg: Dataset, segment: Dataset, value: int, measurements: list, algor
 
 
 def build_measurement_sr(seg: Dataset, source_datasets: list[Dataset], levels: list[LevelMeasurements],
-                         phantom: bool) -> Dataset:
-    """Comprehensive 3D SR holding every measurement of ``levels``, tied to ``seg``'s segments."""
+                         phantom: bool) -> Dataset | None:
+    """Comprehensive 3D SR holding every measurement of ``levels``, tied to ``seg``'s segments; None when
+    there is no measurement to hold (see the module's documentation)."""
     import highdicom as hd
 
     mm, mm2, mm3 = codes.UCUM.Millimeter, codes.UCUM.SquareMillimeter, codes.UCUM.CubicMillimeter
@@ -97,6 +103,8 @@ def build_measurement_sr(seg: Dataset, source_datasets: list[Dataset], levels: l
             add(CANAL, codes.SCT.Diameter, m.canal_ap_diameter_mm, mm, level, codes.SCT.Sagittal)
             add(CORD, codes.SCT.Area, m.cord_area_mm2, mm2, level, codes.SCT.Transverse)
     groups = [_group(seg, segments[v], v, ms, algorithm) for v, ms in per_segment.items()]
+    if not groups:
+        return None
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
