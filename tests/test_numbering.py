@@ -127,3 +127,61 @@ def test_thoracic_levels_counted_up_from_the_sacrum_carry_a_note_not_a_warning()
     assert n.notes == ["T12 is named by counting up from L5-S1 assuming 12 thoracic vertebrae; this field of "
                        "view cannot show the thoracic count"]
     assert n.as_dict()["notes"] == n.notes
+
+
+# --- the numbering checks the order of its own labels (a vertebra named below the disc beneath it) ---
+
+def _truth(fov, variant="normal", plane="sagittal", slice_mm=3.0, pixel_mm=2.0, seed=8100):
+    """A phantom's true label map on a coarse source grid, with its LPS affine."""
+    import phantom as P
+    ph = P.make_phantom(seed, fov, variant)
+    geom = P.series_geometry(ph, plane, slice_mm, pixel_mm)
+    _, labels = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(slice_mm))
+    return labels, geom.affine
+
+
+@pytest.fixture(scope="module")
+def truths():
+    return {case: _truth(*case) for case in [("thoracic",), ("lumbar", "6-lumbar"), ("cervical",),
+                                              ("lumbar", "normal", "axial", 4.0, 1.5)]}
+
+
+def _shift_edge_vertebra(labels, edge):
+    """A miscount at the edge of the field of view, as seen on a thoracic T2: the field of view ends at a
+    disc (everything beyond it removed), and the vertebra beside that disc is named one level too far
+    outwards while the disc keeps its right name (T10 named T11, above the T10-T11 disc). Returns the new
+    map, the vertebra's true and given labels."""
+    from spineseg.inference.numbering import DISC_ORDER, VERTEBRA_ORDER, _rank
+    seq = [v for v in _ANATOMICAL_SEQUENCE if (labels == v).any()]
+    pairs = [(seq[i], seq[i + 1]) for i in range(len(seq) - 1)]
+    if edge == "inferior":       # a vertebra and the disc below it, away from the lumbosacral end
+        vertebra, disc = [(v, d) for v, d in pairs if v in VERTEBRA_ORDER[:-2] and d in DISC_ORDER[:-2]][-2]
+        beyond = [v for v in seq if _rank(v) > _rank(disc)]
+        new = VERTEBRA_ORDER[VERTEBRA_ORDER.index(vertebra) + 1]
+    else:                        # a disc and the vertebra below it, away from the cranio-cervical end
+        disc, vertebra = [(d, v) for d, v in pairs if d in DISC_ORDER and v in VERTEBRA_ORDER[2:]][1]
+        beyond = [v for v in seq if _rank(v) < _rank(disc)]
+        new = VERTEBRA_ORDER[VERTEBRA_ORDER.index(vertebra) - 1]
+    shifted = np.where(np.isin(labels, beyond), 0, labels).astype(labels.dtype)
+    shifted[labels == vertebra] = new
+    return shifted, vertebra, new
+
+
+def test_true_labels_never_contradict_their_order(truths):
+    from spineseg.inference.numbering import order_contradictions
+    for case, (labels, affine) in truths.items():
+        assert order_contradictions(labels, affine) == [], case
+
+
+@pytest.mark.parametrize("edge", ["inferior", "superior"])
+def test_a_vertebra_misnamed_at_the_edge_contradicts_the_disc_beside_it(truths, edge):
+    """Every field of view: the renamed vertebra lies on the wrong side of its own disc, and the numbering
+    says which levels, with low confidence and CHECK LEVELS."""
+    from spineseg.inference.numbering import level_name
+    for case, (labels, affine) in truths.items():
+        shifted, old, new = _shift_edge_vertebra(labels, edge)
+        network = np.zeros_like(shifted)
+        n = assess(network, shifted, STEP2_LABELLING, final=shifted, affine_lps=affine)
+        assert n.confidence == "low" and n.short.startswith("CHECK LEVELS"), (case, n.warnings)
+        warning = next(w for w in n.warnings if "contradict their own order" in w)
+        assert f"{level_name(new)} lies above" in warning or f"lies above {level_name(new)}" in warning, warning

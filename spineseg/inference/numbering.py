@@ -179,6 +179,31 @@ def field_of_view_edges(labels: np.ndarray, affine_lps: np.ndarray) -> tuple[lis
     return (names(last), names(first)) if superior_is_last else (names(first), names(last))
 
 
+ORDER_MARGIN_MM = 2.0    # how far past its neighbour a level must lie to contradict the order (label noise)
+
+
+def order_contradictions(final: np.ndarray, affine_lps: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs of levels (upper, lower by their names) whose positions contradict their names: the level named
+    lower lies higher, head-ward, by more than ``ORDER_MARGIN_MM`` (median head-foot position of each
+    level's voxels in patient space, robust to stray fragments). A vertebra named below the disc that
+    should lie beneath it is a miscount the labels alone show, at any field of view; the spine's curves
+    do not reverse the head-foot order of neighbouring levels."""
+    levels = np.asarray(sorted(set(VERTEBRA_ORDER) | set(DISC_ORDER) | {SACRUM}))
+    mask = np.isin(final, levels)
+    if not mask.any():
+        return []
+    idx = np.nonzero(mask)
+    values = final[idx]
+    head = np.asarray(affine_lps, float)[2, :3] @ np.stack(idx).astype(float) + float(affine_lps[2, 3])  # LPS +z: head
+    order = np.argsort(values, kind="stable")
+    values, head = values[order], head[order]
+    present, starts = np.unique(values, return_index=True)
+    heights = {int(v): float(np.median(h)) for v, h in zip(present, np.split(head, starts[1:]))}
+    ranked = sorted(heights, key=_rank)
+    return [(upper, lower) for i, upper in enumerate(ranked) for lower in ranked[i + 1:]
+            if heights[lower] - heights[upper] > ORDER_MARGIN_MM]
+
+
 def _rank(value: int) -> int:
     """Superior-to-inferior position of a level: C1, C2, C2-C3, C3, ..., L5, L5-S1, sacrum."""
     return _ANATOMICAL_SEQUENCE.index(value)
@@ -207,15 +232,22 @@ def assess(network: np.ndarray, labelled: np.ndarray, params: dict,
     numbering = Numbering(anchors, landmarks, lumbar,
                           (level_name(named[0]), level_name(named[-1])) if named else None,
                           [level_name(v) for v in missing_values])
+    contradictions = []
     if final is not None and affine_lps is not None:
         numbering.edge_superior, numbering.edge_inferior = field_of_view_edges(final, affine_lps)
-    _judge(numbering, values)
+        contradictions = order_contradictions(final, affine_lps)
+    _judge(numbering, values, contradictions)
     return numbering
 
 
-def _judge(n: Numbering, values: set[int]) -> None:
+def _judge(n: Numbering, values: set[int], contradictions: list[tuple[int, int]] = ()) -> None:
     anchors = " and ".join(n.anchors) or "no landmark"
     confirm = "confirm the count on a whole-spine image or localizer"
+    if contradictions:
+        pairs = "; ".join(f"{level_name(lower)} lies above {level_name(upper)}" for upper, lower in contradictions[:3])
+        more = f" (and {len(contradictions) - 3} more)" if len(contradictions) > 3 else ""
+        n.flag(f"{level_name(contradictions[0][1])} order", f"the labels contradict their own order: {pairs}{more}; "
+               f"at least one level is misnamed, {confirm}")
     if L6 in values:
         n.flag("6 lumbar", f"numbering anchored on {anchors}; 6 lumbar-type vertebrae (L6 labelled): "
                f"lumbosacral transitional anatomy or a miscount, {confirm}")
