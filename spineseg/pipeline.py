@@ -78,61 +78,124 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
     """Segment ``volume``; when it shows no landmark disc, let a partner series of the same study and Frame
     of Reference (a localizer, another station) name its levels, as ``totalspineseg --loc`` does.
 
-    ``done`` (series UID -> (affine, result)) holds what this run segmented already: a station segmented
-    as another's partner is not segmented again, and the partner found there is reused.
+    Each partner tried costs a full segmentation: at most ``cfg.partner_max_attempts`` are tried, best
+    first (``partner_candidates``), and a candidate that certainly cannot help is skipped without counting
+    (:func:`_cannot_help`). Where none names the levels, the NO_LEVEL_LANDMARK message lists every other
+    series of the study and what became of it; where one does after others failed, the numbering notes
+    list those.
+
+    ``done`` (series UID -> (affine, result), or (None, InputError) for one that could not be segmented)
+    holds what this run segmented already: a station segmented as another's partner is not segmented
+    again, the partner found there is reused, and one that failed is not tried again.
     """
     done = {} if done is None else done
-    if volume.series.series_uid in done:
-        return done[volume.series.series_uid][1]
+    cached = done.get(volume.series.series_uid)
+    if cached is not None and not isinstance(cached[1], InputError):
+        return cached[1]
     try:
+        if cached is not None:        # it failed as another series' partner: the same weights fail it again
+            raise cached[1]
         result = segment(volume, models, report)
         done[volume.series.series_uid] = (volume.affine, result)
         if cfg.partner == "always":
             cross_check_count(volume, result, study, models, cfg, report, done)
         return result
     except InputError as exc:
+        done[volume.series.series_uid] = (None, exc)     # as a partner of another series, it is not tried again
         if exc.code != "NO_LEVEL_LANDMARK":
             raise
         no_landmark = exc
     candidates, refused = partner_candidates(volume.series, study)
-    for partner in candidates:
-        name = f"series {partner.series_number} ({partner.description or 'no description'})"
+    tried: list[str] = []           # "series N (...): what happened", for the message or the notes
+    for i, partner in enumerate(candidates):
+        name = series_name(partner)
+        if len(tried) == cfg.partner_max_attempts:
+            rest = [series_name(s) for s in candidates[i:]]
+            refused.append(f"{', '.join(rest)}: not tried, {len(tried)} partner series were tried already "
+                           "(SPINESEG_PARTNER_MAX_ATTEMPTS)")
+            log.info("series %s: partner search stopped after %d attempts", volume.series.series_number, len(tried))
+            break
+        reason = _cannot_help(partner, cfg, done)
+        if reason:
+            refused.append(f"{name}: skipped, {reason}")
+            continue
         log.info("series %s has no landmark; labelling it with the help of %s", volume.series.series_number,
                  logsafe.escape(name))
         try:
             partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
+        except InputError as err:
+            tried.append(f"{name}: tried, its own segmentation ended " + (
+                f"{err.code} (no landmark disc either)" if err.code == "NO_LEVEL_LANDMARK" else
+                f"{err.code} ({err.message.split(';')[0]})"))
+            continue
+        try:
             loc = localizer_image(anchor.labels, partner_affine, dicom_stack=True)
             result = segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage,
                                     localizer=loc, localizer_name=name, dicom_stack=True)
         except InputError as err:
-            refused.append(f"{name}: {err.code} ({err.message.split(';')[0]})")
+            tried.append(f"{name}: tried, labelling series {volume.series.series_number} with it ended {err.code} "
+                         f"({err.message.split(';')[0]})")
             continue
         if result.numbering is not None and anchor.numbering is not None:
             result.numbering.notes.append(f"levels named from {name}, itself numbered from "
                                           f"{' and '.join(anchor.numbering.anchors) or 'no landmark'} "
                                           f"(confidence {anchor.numbering.confidence})")
+            if tried:
+                result.numbering.notes.append("partner series tried before it: " + "; ".join(tried))
         result.partner = {"series_instance_uid": partner.series_uid, "series_number": partner.series_number,
                           "series_description": partner.description,
                           "anchors": anchor.numbering.anchors if anchor.numbering else [],
                           "confidence": anchor.numbering.confidence if anchor.numbering else None}
         done[volume.series.series_uid] = (volume.affine, result)
         return result
+    others = tried + refused
     raise InputError("NO_LEVEL_LANDMARK", no_landmark.message + " No other series of the study could name its "
-                     "levels" + (": " + "; ".join(refused) if refused else " (the study holds no other series)") + ".",
+                     "levels" + (": " + "; ".join(others) if others else " (the study holds no other series)") + ".",
                      series_uid=volume.series.series_uid) from no_landmark
+
+
+def series_name(series: SeriesInfo) -> str:
+    return f"series {series.series_number} ({series.description or 'no description'})"
+
+
+def _cannot_help(partner: SeriesInfo, cfg: AppConfig, done: dict) -> str | None:
+    """Why segmenting ``partner`` certainly cannot name a series' levels, or None. Only certainties count, as
+    they cost no partner attempt: the same series segmented already in this run and failed (the same weights
+    give the same labels), or one the loader refuses from its headers alone (``preflight``: one image, mixed
+    geometry, as a three-plane localizer has, missing slices, too large), which it would refuse again before
+    any segmentation. Geometry that cannot help is refused earlier (``localizer.partner_candidates``: another
+    Frame of Reference, too little overlap, no coverage beyond the series'). A series segmented without a
+    landmark does NOT rule out another that covers the same part of the spine: a low-resolution localizer may
+    miss a landmark that a cervical T2 beside it shows; such candidates are tried, within the bound."""
+    cached = done.get(partner.series_uid)
+    if cached is not None and isinstance(cached[1], InputError):
+        return f"segmented already in this run, which ended {cached[1].code}"
+    if cached is None:
+        try:
+            preflight(partner, cfg.max_voxels)
+        except InputError as err:
+            return f"it cannot be processed ({err.code})"
+    return None
 
 
 def _segmented_partner(partner: SeriesInfo, models: ModelPair, cfg: AppConfig, report: RunReport,
                        done: dict) -> tuple:
-    """(affine, result) of a partner series, segmented once per run."""
+    """(affine, result) of a partner series, segmented once per run; its InputError, raised again, when that
+    segmentation failed (kept in ``done`` as (None, error))."""
     if partner.series_uid not in done:
         with report.stage("partner"):
-            partner_volume = load_volume(partner, cfg.max_voxels)
-            done[partner.series_uid] = (partner_volume.affine,
-                                        segment_volume(partner_volume.array, partner_volume.affine, models,
-                                                       dicom_stack=True))
-            del partner_volume
-    return done[partner.series_uid]
+            try:
+                partner_volume = load_volume(partner, cfg.max_voxels)
+                done[partner.series_uid] = (partner_volume.affine,
+                                            segment_volume(partner_volume.array, partner_volume.affine, models,
+                                                           dicom_stack=True))
+                del partner_volume
+            except InputError as err:
+                done[partner.series_uid] = (None, err)
+    affine, result = done[partner.series_uid]
+    if isinstance(result, InputError):
+        raise result
+    return affine, result
 
 
 def cross_check_count(volume: Volume, result: SegmentationResult, study: list[SeriesInfo], models: ModelPair,
@@ -144,7 +207,7 @@ def cross_check_count(volume: Volume, result: SegmentationResult, study: list[Se
     if not candidates:
         return
     partner = candidates[0]
-    name = f"series {partner.series_number} ({partner.description or 'no description'})"
+    name = series_name(partner)
     try:
         partner_affine, anchor = _segmented_partner(partner, models, cfg, report, done)
     except InputError as err:

@@ -29,6 +29,8 @@ INT32_MAX = 2**31 - 1          # DICOM IS values (SeriesNumber) are signed 32-bi
 # when_needed: a partner series names the levels of a series without a landmark; always: also checks (and,
 # where its count is stronger, corrects) the count of a series that has its own landmarks
 PARTNER_POLICIES = ("when_needed", "always")
+# partner series segmented, at most, for one series without a landmark (each costs a full segmentation)
+PARTNER_MAX_ATTEMPTS = 3
 
 
 def bad_setting(message: str) -> SpineSegError:
@@ -266,6 +268,7 @@ class AppConfig:
     model_release: str = "auto"                # auto (newest installed release, else bundled) | direct | rYYYYMMDD
     backend: str = "auto"                      # auto | torch | openvino | openvino-bf16 (spineseg.inference.backends)
     partner: str = "when_needed"               # when_needed | always: a partner series names or checks the count
+    partner_max_attempts: int = PARTNER_MAX_ATTEMPTS   # partner series tried for one series without a landmark
     max_voxels: int = 48_000_000
     seg: SegSettings = field(default_factory=SegSettings)
     selection: SelectionRules = field(default_factory=SelectionRules)
@@ -282,6 +285,7 @@ class AppConfig:
         seg, sel = _section(s, "seg"), _section(s, "selection")
         for var, target, key in (("SPINESEG_DEVICE", s, "device"), ("SPINESEG_MODEL_RELEASE", s, "model_release"),
                                  ("SPINESEG_BACKEND", s, "backend"), ("SPINESEG_PARTNER", s, "partner"),
+                                 ("SPINESEG_PARTNER_MAX_ATTEMPTS", s, "partner_max_attempts"),
                                  ("SPINESEG_MAX_VOXELS", s, "max_voxels"),
                                  ("SPINESEG_SEG_TYPE", seg, "segmentation_type"),
                                  ("SPINESEG_SEG_COMPRESSION", seg, "compression"),
@@ -309,7 +313,10 @@ class AppConfig:
         except TypeError as exc:
             raise bad_setting(f"unknown setting in spineseg.seg or spineseg.selection ({exc})") from None
         cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
-                  device=device, backend=backend, partner=partner, model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
+                  device=device, backend=backend, partner=partner,
+                  partner_max_attempts=to_int("SPINESEG_PARTNER_MAX_ATTEMPTS",
+                                              s.get("partner_max_attempts", PARTNER_MAX_ATTEMPTS), 1, 100),
+                  model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
                   max_voxels=to_int("SPINESEG_MAX_VOXELS", s.get("max_voxels", 48_000_000), 1, 10**11),
                   seg=seg_settings, selection=selection)
         cfg.destinations = destinations_from_settings(s, env)

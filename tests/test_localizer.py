@@ -226,3 +226,117 @@ def test_a_multiframe_partner_is_placed_from_its_functional_groups(study, tmp_pa
     box, classic = series_extent(loc), series_extent(series[1])
     assert np.allclose(box.lo, classic.lo, atol=1e-3) and np.allclose(box.hi, classic.hi, atol=1e-3)
     assert partner_candidates(series[5], [loc]) == ([loc], [])
+
+
+# a thoracic T2 without a landmark, five overlapping series without one either (each reaches past it), one that
+# covers no more of the spine than the T2, and a whole-spine localizer with a slice missing
+CROWDED = (P.SeriesSpec("t2", "thoracic", 4.0, 2.0, 5, "T2 SAG"),
+           *(P.SeriesSpec(f"other{n}", "thoracic", 4.0, 2.0, n, f"T1 SAG {n}", shift_mm=shift)
+             for n, shift in ((20, 12.0), (21, -12.0), (22, 24.0), (23, -24.0), (24, 36.0))),
+           P.SeriesSpec("same", "thoracic", 4.0, 2.0, 30, "STIR SAG"),
+           P.SeriesSpec("broken", "whole", 4.0, 2.0, 2, "LOC SAG SPINE", localizer=True))
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crowded")
+    study = P.write_study(5203, root, CROWDED)
+    files = study["broken"]["dicom_files"]
+    files[len(files) // 2].unlink()
+    return {s.series_number: s for s in scan_dicom(root).series}
+
+
+def no_landmark_anywhere(monkeypatch) -> list:
+    """Every segmentation ends NO_LEVEL_LANDMARK, as on a study of thoracic series only; returns the affines of
+    the volumes segmented, one per segmentation."""
+    import spineseg.pipeline as pipeline
+    calls = []
+
+    def segment_volume(array, affine, models, **kw):
+        calls.append(np.asarray(affine))
+        raise InputError("NO_LEVEL_LANDMARK", "Step 1 found the spine but none of the landmark discs; send another.")
+    monkeypatch.setattr(pipeline, "segment_volume", segment_volume)
+    return calls
+
+
+def test_partner_attempts_stop_at_the_bound_and_the_message_says_what_became_of_each_series(crowded, tmp_path,
+                                                                                             monkeypatch):
+    """Issue 24, item 7: a thoracic series without a landmark in a study of many overlapping series without one
+    segmented every candidate (12, 113 s) before NO_LEVEL_LANDMARK. At most SPINESEG_PARTNER_MAX_ATTEMPTS (default
+    3) partners are segmented; a candidate that certainly cannot help (the loader refuses it from its headers) is
+    skipped without counting; the message lists what was tried, skipped, not tried and refused, and why."""
+    from spineseg.errors import SpineSegError
+    from spineseg.input.dicom_input import load_volume
+    from spineseg.pipeline import segment_series
+    calls = no_landmark_anywhere(monkeypatch)
+    cfg = AppConfig.from_settings(tmp_path, tmp_path / "out", None, {}, env={})
+    assert cfg.partner_max_attempts == 3
+    volume = load_volume(crowded[5])
+    with pytest.raises(InputError) as err:
+        segment_series(volume, list(crowded.values()), None, cfg, RunReport(tmp_path / "out"))
+    assert err.value.code == "NO_LEVEL_LANDMARK"
+    assert len(calls) == 1 + 3                                 # its own segmentation and three partners
+    message = err.value.message
+    for n in (20, 21, 22):
+        assert f"series {n} (T1 SAG {n}): tried, its own segmentation ended NO_LEVEL_LANDMARK" in message
+    assert "series 2 (LOC SAG SPINE): skipped, it cannot be processed (MISSING_SLICES)" in message
+    assert ("series 23 (T1 SAG 23), series 24 (T1 SAG 24): not tried, 3 partner series were tried already "
+            "(SPINESEG_PARTNER_MAX_ATTEMPTS)") in message
+    assert "series 30: covers no more of the spine than series 5" in message
+    # the bound is a setting
+    cfg = AppConfig.from_settings(tmp_path, tmp_path / "out", None, {"partner_max_attempts": 1}, env={})
+    calls.clear()
+    with pytest.raises(InputError):
+        segment_series(volume, list(crowded.values()), None, cfg, RunReport(tmp_path / "out"))
+    assert len(calls) == 1 + 1
+    for bad in ("0", "101", "two"):
+        with pytest.raises(SpineSegError) as refused:
+            AppConfig.from_settings(tmp_path, tmp_path / "out", None, {}, env={"SPINESEG_PARTNER_MAX_ATTEMPTS": bad})
+        assert refused.value.code == "BAD_SETTING" and "SPINESEG_PARTNER_MAX_ATTEMPTS" in refused.value.message
+
+
+def test_a_series_that_failed_in_this_run_is_not_segmented_again(crowded, tmp_path, monkeypatch):
+    """Two series without a landmark in one run (SPINESEG_ALL_SERIES): what failed as the first one's partner, or
+    as a series of its own, is skipped by the second, and the second itself, tried as the first one's partner
+    already, is not segmented again."""
+    from spineseg.input.dicom_input import load_volume
+    from spineseg.pipeline import segment_series
+    calls = no_landmark_anywhere(monkeypatch)
+    cfg = AppConfig.from_settings(tmp_path, tmp_path / "out", None, {}, env={})
+    done: dict = {}
+    with pytest.raises(InputError):
+        segment_series(load_volume(crowded[5]), list(crowded.values()), None, cfg, RunReport(tmp_path / "out"), done)
+    first = len(calls)
+    with pytest.raises(InputError) as err:
+        segment_series(load_volume(crowded[20]), list(crowded.values()), None, cfg, RunReport(tmp_path / "out"), done)
+    assert len(calls) - first == 3                             # series 23, 24 and 30, the ones not tried yet
+    for n in (23, 24, 30):
+        assert f"series {n} ({crowded[n].description}): tried" in err.value.message
+    for n in (5, 21, 22):
+        assert f"series {n} ({crowded[n].description}): skipped, segmented already in this run, which ended " \
+               "NO_LEVEL_LANDMARK" in err.value.message
+
+
+def test_the_numbering_notes_name_the_partners_that_failed_before_one_named_the_levels(crowded, tmp_path,
+                                                                                      monkeypatch):
+    import spineseg.pipeline as pipeline
+    from spineseg.inference.numbering import Numbering
+    from spineseg.inference.two_step import SegmentationResult
+    from spineseg.input.dicom_input import load_volume
+    calls = no_landmark_anywhere(monkeypatch)
+    failing = pipeline.segment_volume
+    anchor = load_volume(crowded[22]).affine
+
+    def segment_volume(array, affine, models, localizer=None, **kw):
+        if localizer is None and not np.allclose(affine, anchor):
+            return failing(array, affine, models, **kw)
+        calls.append(affine)
+        return SegmentationResult(np.zeros(array.shape, np.uint8),
+                                  numbering=Numbering(["C2-C3"], [], 5, None, []))
+    monkeypatch.setattr(pipeline, "segment_volume", segment_volume)
+    cfg = AppConfig.from_settings(tmp_path, tmp_path / "out", None, {}, env={})
+    result = pipeline.segment_series(load_volume(crowded[5]), list(crowded.values()), None, cfg,
+                                     RunReport(tmp_path / "out"))
+    assert result.partner["series_number"] == 22 and len(calls) == 1 + 3 + 1
+    (note,) = [n for n in result.numbering.notes if n.startswith("partner series tried before it: ")]
+    assert "series 20 (T1 SAG 20): tried, its own segmentation ended NO_LEVEL_LANDMARK" in note and "series 21" in note
