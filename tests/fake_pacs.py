@@ -12,15 +12,19 @@ class FakeStow:
     """A STOW-RS endpoint on 127.0.0.1 answering in ``mode``:
 
     ok (lists ``uids`` as stored), other (lists another instance), html (a login page), badjson,
-    notype (JSON without a Content-Type), trickle (one byte every ``gap`` s), silent (never answers).
+    notype (JSON without a Content-Type), trickle (one byte every ``gap`` s), silent (never answers),
+    redirect (answers ``status`` with ``Location: location``). ``received`` counts the body bytes
+    read, over every request of any method.
     """
 
     MAX_TRICKLE_BYTES = 120
 
-    def __init__(self, mode: str, *uids: str, gap: float = 0.5):
+    def __init__(self, mode: str, *uids: str, gap: float = 0.5, status: int = 307, location: str = ""):
         self.mode, self.uids, self.gap = mode, uids or ("",), gap
+        self.status, self.location = status, location
         self.stop = threading.Event()
         self.requests: list[dict] = []
+        self.received = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,20 +34,22 @@ class FakeStow:
                 pass
 
             def do_POST(self):
-                fake.requests.append({"path": self.path, "headers": dict(self.headers)})
+                fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
                 if fake.mode != "silent":
                     self._read_body()
                 fake.answer(self)
+
+            do_GET = do_PUT = do_POST
 
             def _read_body(self):
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     for _ in range(100_000):
                         size = int(self.rfile.readline().strip() or b"0", 16)
-                        self.rfile.read(size + 2)
+                        fake.received += len(self.rfile.read(size + 2)) - 2
                         if size == 0:
                             return
                 else:
-                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    fake.received += len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -77,6 +83,12 @@ class FakeStow:
                     h.wfile.flush()
                 except OSError:
                     return
+            return
+        if mode == "redirect":
+            h.send_response(self.status)
+            h.send_header("Location", self.location)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
             return
         listed = self.uids if mode in ("ok", "notype") else ("1.2.3.4.5.6.7.8.9",)
         body = json.dumps({"00081199": {"vr": "SQ", "Value": [

@@ -15,7 +15,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pydicom
 
@@ -53,11 +53,16 @@ class StowDestination:
     @property
     def name(self) -> str:
         """The URL without any user info: safe to log and report."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+        return safe_url(self.url)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to log and report."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass
@@ -84,6 +89,39 @@ class Refused(Exception):
     """A definitive refusal: retrying cannot help."""
 
 
+class Redirected(Refused):
+    """The peer answered with a redirect (3xx), which is never followed."""
+
+    def __init__(self, response):
+        location = response.headers.get("Location")
+        try:
+            where = f"to {safe_url(urljoin(response.url, location))[:200]}" if location else "without a Location"
+        except ValueError:          # e.g. a port that is not a number
+            where = "to an unreadable Location"
+        super().__init__(f"HTTP {response.status_code} {response.reason or ''}".strip()
+                         + f": the PACS redirects {where}; redirects are not followed (they would send the SEG, "
+                           "and on the same server the credentials, somewhere not configured); "
+                           "set SPINESEG_STOW_URL to the address that stores")
+
+
+def _session():
+    """A requests session that sends each request once, to the URL asked, and never follows a redirect:
+    requests would re-send the body (and, to the same origin, the credentials) to the Location. Every
+    request of a session goes through ``send`` (``resolve_redirects`` included), and dicomweb-client
+    calls ``session.post`` without ``allow_redirects``, so this is the one hook that holds for all."""
+    import requests
+
+    class NoRedirects(requests.Session):
+        def send(self, request, **kwargs):
+            kwargs["allow_redirects"] = False
+            response = super().send(request, **kwargs)
+            if 300 <= response.status_code < 400:
+                response.close()
+                raise Redirected(response)
+            return response
+    return NoRedirects()
+
+
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 OK_STATUSES = (0x0000, 0xB000, 0xB007, 0xB006)
@@ -103,7 +141,7 @@ def _stow_once(dest: StowDestination, datasets: list, attempt: Attempt) -> list[
     import requests
     from dicomweb_client.api import DICOMwebClient
 
-    session = requests.Session()
+    session = _session()
     session.mount("http://", deadline_adapter(attempt))
     session.mount("https://", deadline_adapter(attempt))
     if dest.token:
