@@ -18,7 +18,13 @@ def _raise_stack_limit() -> None:
         return          # Holoscan's own warning then says how to raise it (`ulimit -s`, `--ulimit stack=`)
     resource.setrlimit(resource.RLIMIT_STACK, (HOLOSCAN_STACK, hard))
     if resource.getrlimit(resource.RLIMIT_STACK)[0] >= HOLOSCAN_STACK:   # so the new process returns above
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        try:
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        except (OSError, ValueError) as exc:    # e.g. the interpreter's path is not reachable by this user
+            # Go on without it, the limit put back as it was: Holoscan then warns about its stack itself.
+            resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))
+            print(f"spineseg: could not restart with a {HOLOSCAN_STACK >> 20} MiB stack limit "
+                  f"({type(exc).__name__}: {exc}); going on with {soft >> 20} MiB", file=sys.stderr)
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

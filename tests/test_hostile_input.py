@@ -219,12 +219,16 @@ def test_bad_numeric_and_choice_settings_are_bad_settings(tmp_path, var, value):
     assert err.value.code == "BAD_SETTING" and var in err.value.message
 
 
+def _add_private_element(folder, size):
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.add_new(0x00111010, "OB", b"\x01" * size)
+        ds.save_as(f)
+
+
 def test_the_scan_does_not_hold_large_header_values(series_dir):
     """The scan keeps every header; a 32 MiB private element in each file must stay on disk."""
-    for f in sorted(series_dir.glob("*.dcm")):
-        ds = pydicom.dcmread(f)
-        ds.add_new(0x00111010, "OB", b"\x01" * (32 * 1024**2))
-        ds.save_as(f)
+    _add_private_element(series_dir, 32 * 1024**2)
     tracemalloc.start()
     try:
         scan = scan_dicom(series_dir)
@@ -233,6 +237,138 @@ def test_the_scan_does_not_hold_large_header_values(series_dir):
         tracemalloc.stop()
     assert len(scan.series[0].headers) == 6 and held < 16 * 1024**2, f"{held / 1024**2:.0f} MiB held"
     assert load_volume(scan.series[0]).array.shape[0] == 6
+
+
+def test_the_pixel_read_does_not_load_large_header_values(series_dir, small_series_files):
+    """The volume keeps every slice's header too: a 32 MiB private element in each of the 6 files is
+    never read, not even for a moment (it was: 192 MiB held), and the pixels are those sent."""
+    _add_private_element(series_dir, 32 * 1024**2)
+    series = scan_dicom(series_dir).series[0]
+    tracemalloc.start()
+    try:
+        volume = load_volume(series)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024**2, f"{held / 1024**2:.0f} MiB held, {peak / 1024**2:.0f} MiB at the peak"
+    assert np.array_equal(volume.array, load_volume(scan_dicom(small_series_files[0].parent).series[0]).array)
+    assert len(volume.datasets[0][0x00111010].value) == 32 * 1024**2      # still there, read when used
+
+
+def test_a_deferred_value_is_read_back_through_the_bounded_reader(tmp_path):
+    """A value left on disk is read, when used, the way the first read was: a 4 GB claim in a small
+    file is a short read, not a 4 GB allocation."""
+    ds = read_dataset(_file_with_huge_element(tmp_path / "IM0001.dcm"), headers_only=True)
+    tracemalloc.start()
+    try:
+        try:
+            ds[0x00111010].value
+        except Exception:        # a short value may be refused; what matters is what was allocated
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024**2, f"reading a 16-byte value back peaked at {peak / 1024**2:.0f} MiB"
+
+
+def test_a_deflated_file_with_a_pad_byte_after_the_stream_is_read(series_dir):
+    """pydicom pads an odd-length deflate stream with a byte after its end; for a data set that inflates
+    past the check's 1 MiB step, the inflate check looped on that byte forever (zlib hands it back as
+    unconsumed input once the stream has ended)."""
+    _add_private_element(series_dir, 2 * 1024**2)
+    for f in sorted(series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        ds.save_as(f, enforce_file_format=True)
+        with open(f, "ab") as out:
+            out.write(b"\0\0")            # data after the stream's end, whether or not pydicom padded
+    box = {}
+    scanner = threading.Thread(target=lambda: box.update(volume=load_volume(scan_dicom(series_dir).series[0])),
+                               daemon=True)
+    scanner.start()
+    scanner.join(60)
+    assert not scanner.is_alive(), "the deflate check did not end"
+    assert box["volume"].array.shape[0] == 6
+
+
+def test_a_study_1100_folders_deep_is_scanned(tmp_path, small_series_files):
+    """os.walk recurses once per folder: Python 3.11 ended this study with RecursionError (INTERNAL_ERROR)."""
+    top = bottom = tmp_path / "deep"
+    top.mkdir()
+    for _ in range(1100):                     # Path.mkdir(parents=True) and os.makedirs recurse as well
+        bottom = bottom / "d"
+        bottom.mkdir()
+    try:
+        for f in small_series_files:
+            shutil.copy(f, bottom / f.name)
+        scan = scan_dicom(top)
+        assert len(scan.series) == 1 and scan.series[0].files == sorted(bottom / f.name for f in small_series_files)
+        assert scan.skipped == []
+    finally:                       # shutil.rmtree recurses too; take the chain down from the bottom
+        for f in bottom.iterdir():
+            f.unlink()
+        for folder in [bottom, *bottom.parents][:1101]:
+            folder.rmdir()
+
+
+def _stack_limit_code(monkeypatch):
+    """app/__main__.py's module, with resource limits that make it try the re-exec, and an execv the
+    running user may not use."""
+    import importlib.util
+    import resource
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("spineseg_app_main", ROOT / "app" / "__main__.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+
+    class Limits:
+        RLIMIT_STACK, RLIM_INFINITY = resource.RLIMIT_STACK, resource.RLIM_INFINITY
+        now = (8 * 1024**2, resource.RLIM_INFINITY)
+
+        def getrlimit(self, which):
+            return self.now
+
+        def setrlimit(self, which, limits):
+            self.now = tuple(limits)
+
+    def refuse(path, args):
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(main, "resource", Limits())
+    monkeypatch.setattr(main.os, "execv", refuse)
+    return main
+
+
+def test_a_failed_stack_limit_re_exec_goes_on_without_it(monkeypatch, capsys):
+    main = _stack_limit_code(monkeypatch)
+    main._raise_stack_limit()
+    assert main.resource.now == (8 * 1024**2, main.resource.RLIM_INFINITY)     # put back as it was
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not restart" in err[0] and "PermissionError" in err[0], err
+
+
+def test_the_app_reports_when_its_re_exec_is_refused(tmp_path):
+    """End to end: exit 1, a traceback and no report before; now the run goes on and reports."""
+    import json
+    import resource
+    import subprocess
+    import sys
+    from conftest import ROOT
+    hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+    if hard != resource.RLIM_INFINITY and hard < 32 * 1024**2:
+        pytest.skip("the hard stack limit is below 32 MiB: the app does not try to re-exec")
+    (tmp_path / "in").mkdir()
+    code = ("import os, runpy, sys\n"
+            "def refuse(path, args): raise PermissionError(13, 'Permission denied', path)\n"
+            "os.execv = refuse\n"
+            f"sys.argv = [{str(ROOT / 'app')!r}, '-i', {str(tmp_path / 'in')!r}, '-o', {str(tmp_path / 'out')!r},"
+            " '--engine', 'plain']\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_STACK, (8 * 1024**2, hard)))
+    assert "Traceback" not in proc.stderr and "could not restart" in proc.stderr, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert proc.returncode not in (0, 1) and report["error"]["code"] == "EMPTY_INPUT", (proc.returncode, report)
 
 
 def test_a_series_too_large_at_1mm_is_refused_before_the_models_load(series_dir, tmp_path):

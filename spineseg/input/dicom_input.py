@@ -114,13 +114,12 @@ def scan_dicom(root: Path) -> ScanResult:
     if not root.exists():
         raise InputError("INPUT_NOT_FOUND", f"Input path {root} does not exist; mount or pass the folder "
                          "that holds the study's DICOM files.", path=str(root))
-    paths = [root] if root.is_file() else sorted(
-        Path(d) / f for d, _, fs in os.walk(root) for f in fs if not f.startswith("."))
+    skipped: list[tuple[str, str]] = []
+    paths = [root] if root.is_file() else files_under(root, skipped)
     if not paths:
         raise InputError("EMPTY_INPUT", f"Input folder {root} is empty; it should hold the DICOM files of "
                          "one spine MR study.", path=str(root))
     by_series: dict[str, SeriesInfo] = {}
-    skipped: list[tuple[str, str]] = []
     for path in paths:
         try:
             ds = read_dataset(path, headers_only=True)
@@ -151,6 +150,40 @@ def scan_dicom(root: Path) -> ScanResult:
     log.info("scanned %d files: %d series, %d skipped", len(paths), len(by_series), len(skipped))
     return ScanResult(sorted(by_series.values(), key=lambda s: (s.series_number or 0, s.series_uid)),
                       len(paths), skipped)
+
+
+def files_under(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Every file under ``root`` whose name does not start with a dot, sorted: what ``os.walk`` lists
+    (symlinked folders are not entered, so there is no cycle), walked with an explicit stack, because
+    ``os.walk`` recurses once per level and Python 3.11 ends a study ~1,000 folders deep with
+    RecursionError. Depth has no bound of its own: each pending folder costs one path string, and the
+    path limit (PATH_MAX, 4096 bytes) ends any descent, where the folder cannot be listed. A folder
+    that cannot be listed (that, or permissions) is added to ``skipped`` with the reason; ``os.walk``
+    passed over it in silence."""
+    found: list[Path] = []
+    unlisted: list[tuple[str, str]] = []
+    stack = [os.fspath(root)]
+    while stack:
+        top = stack.pop()
+        files, folders = [], []
+        try:
+            with os.scandir(top) as entries:
+                for entry in entries:
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    if not is_dir:
+                        files.append(entry.path)
+                    elif not os.path.islink(entry.path):
+                        folders.append(entry.path)
+        except OSError as exc:
+            unlisted.append((top, f"folder cannot be listed ({exc.strerror or type(exc).__name__})"))
+            continue
+        found.extend(Path(f) for f in files if not os.path.basename(f).startswith("."))
+        stack.extend(folders)
+    skipped.extend(sorted(unlisted))
+    return sorted(found)
 
 
 def safe_values(ds: Dataset, attr: str) -> list:

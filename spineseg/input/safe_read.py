@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.filereader import read_deferred_data_element
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 MAX_FILE_BYTES = 2 * 1024**3      # larger than any single MR instance we can process
@@ -69,9 +71,9 @@ def check_inflated_size(fp: BoundedReader, limit: int) -> None:
         inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         for _ in range(fp.size // (1 << 20) + 2):
             chunk = fp.read(1 << 20)
-            if not chunk:
+            if not chunk or inflater.eof:
                 break
-            while chunk:
+            while chunk and not inflater.eof:    # past the stream's end a pad byte stays unconsumed
                 total += len(inflater.decompress(chunk, 1 << 20))
                 chunk = inflater.unconsumed_tail
                 if total > limit:
@@ -79,14 +81,35 @@ def check_inflated_size(fp: BoundedReader, limit: int) -> None:
     fp.seek(start)
 
 
-HEADER_DEFER_BYTES = 64 * 1024    # larger header values stay on disk until used (the scan keeps every header)
+HEADER_DEFER_BYTES = 64 * 1024    # larger values stay on disk until used
+PIXEL_DATA = 0x7FE00010
 
 
 def read_dataset(path: Path, *, headers_only: bool, limit: int = MAX_FILE_BYTES) -> pydicom.Dataset:
     """``dcmread`` of ``path`` through :func:`open_regular`, deflated data sets size-checked first.
-    For ``headers_only`` (the scan, which keeps every file's header), values over 64 KiB are not read
-    into memory: a study of many files with large private elements must not fill it."""
+
+    Values over 64 KiB are not read into memory: the scan keeps every file's header and the volume
+    every slice's, so a study whose files carry large private elements must not fill memory with them.
+    They stay on disk and are read, through :func:`open_regular` again, only if something uses them.
+    Without ``headers_only`` the pixel data, the one large value always used, is read at once from the
+    file already open."""
     with open_regular(path, limit) as fp:
         check_inflated_size(fp, limit)
-        return pydicom.dcmread(fp, stop_before_pixels=headers_only,
-                               defer_size=HEADER_DEFER_BYTES if headers_only else None)
+        ds = pydicom.dcmread(fp, stop_before_pixels=headers_only, defer_size=HEADER_DEFER_BYTES)
+        if not headers_only:
+            _read_deferred(ds, PIXEL_DATA, fp)
+    ds.fileobj_type = _reopen
+    return ds
+
+
+def _read_deferred(ds: pydicom.Dataset, tag: int, fp: BoundedReader) -> None:
+    """Read ``ds``'s deferred ``tag`` now, from ``fp`` (or, for a deflated data set, from pydicom's
+    inflated copy, which the deferred offsets refer to)."""
+    raw = ds.get_item(tag, keep_deferred=True) if tag in ds else None
+    if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+        ds[tag] = read_deferred_data_element(open, fp if ds.buffer is None else ds.buffer, None, raw)
+
+
+def _reopen(name: str, mode: str = "rb") -> BoundedReader:
+    """How pydicom reopens a file for a deferred value: regular files only, reads bounded."""
+    return open_regular(Path(name))
