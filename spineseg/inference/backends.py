@@ -27,6 +27,11 @@ plans' configuration, and the OpenVINO and PyTorch versions, so a changed checkp
 network. A read-only model folder (``/opt/holoscan/models`` in the MAP) may carry its IR beside the
 checkpoint (``<model folder>/openvino/<key>/``, written at image build by ``python -m
 spineseg.inference.backends --precompile MODELS``); otherwise the first run exports into the writable cache.
+
+Each IR folder carries a manifest (``manifest.json``, written last) with its key and the size and SHA-256 of
+model.xml and model.bin; an IR runs only from bytes that match it. A cached IR that does not match (changed,
+truncated, unreadable, no manifest) is removed and exported again with a warning; a precompiled one is refused
+(``MODEL_MALFORMED``: re-run the precompile).
 """
 from __future__ import annotations
 
@@ -143,17 +148,86 @@ class ExportKey:
         return hashlib.sha256(json.dumps(self.manifest(), sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _find_ir(folders: list[Path], key: ExportKey) -> Path | None:
-    name = key.digest()
-    for folder in folders:
-        xml = folder / name / "model.xml"
-        try:
-            manifest = json.loads((folder / name / "manifest.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if xml.is_file() and manifest == key.manifest():
-            return xml
-    return None
+IR_FILES = ("model.xml", "model.bin")
+
+
+class IRMismatch(Exception):
+    """An IR folder whose files are not the ones its manifest names (or that has no usable manifest)."""
+
+
+def _file_record(path: Path) -> dict:
+    from spineseg.inference.two_step import sha256_of
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def _write_manifest(entry: Path, key: ExportKey) -> None:
+    """``entry/manifest.json``: the key and each IR file's size and SHA-256, written after the files and
+    renamed into place, so that a manifest is only ever whole and only ever names files that were complete."""
+    manifest = {**key.manifest(), "files": {name: _file_record(entry / name) for name in IR_FILES}}
+    partial = entry / ".manifest.json.partial"
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, entry / "manifest.json")
+
+
+def _read_exact(path: Path, record: dict):
+    """The file's bytes, read once into memory owned by OpenVINO (a ``u8`` tensor) and checked against
+    ``record``: what is checked is what runs, whatever happens to the file afterwards."""
+    import openvino as ov
+    size = record.get("bytes") if isinstance(record, dict) else None
+    if not isinstance(size, int) or not isinstance(record.get("sha256"), str):
+        raise IRMismatch(f"its manifest has no size and SHA-256 for {path.name}")
+    try:
+        with open(path, "rb") as fh:
+            actual = os.fstat(fh.fileno()).st_size
+            if actual != size:
+                raise IRMismatch(f"{path.name} has {actual} bytes, its manifest says {size}")
+            data = ov.Tensor(ov.Type.u8, [size])
+            view, done = memoryview(data.data), 0
+            while done < size:
+                n = fh.readinto(view[done:])
+                if not n:
+                    raise IRMismatch(f"{path.name} ended after {done} of {size} bytes")
+                done += n
+    except OSError as exc:
+        raise IRMismatch(f"{path.name} cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    if hashlib.sha256(view).hexdigest() != record["sha256"]:
+        raise IRMismatch(f"{path.name} is not the file its manifest names (its SHA-256 differs)")
+    return data
+
+
+def _read_verified(entry: Path, key: ExportKey):
+    """The IR in ``entry`` as an OpenVINO model, made from bytes that match its manifest; else IRMismatch.
+
+    Costs one SHA-256 of the IR per load: model.bin holds the fp32 weights (a full-size network's ~0.56 GB).
+    """
+    import openvino as ov
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise IRMismatch("it has no manifest.json") from None
+    except (OSError, ValueError) as exc:
+        raise IRMismatch(f"its manifest.json cannot be read ({type(exc).__name__})") from exc
+    files = manifest.pop("files", None) if isinstance(manifest, dict) else None
+    if manifest != key.manifest():
+        raise IRMismatch("its manifest.json is not this checkpoint's and versions'")
+    if not isinstance(files, dict) or set(files) != set(IR_FILES):
+        raise IRMismatch("its manifest.json lists no SHA-256 of model.xml and model.bin")
+    xml, weights = (_read_exact(entry / name, files[name]) for name in IR_FILES)
+    try:
+        text = bytes(xml.data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IRMismatch("model.xml is not UTF-8 text") from exc
+    return ov.Core().read_model(text, weights)
+
+
+def _discard(entry: Path) -> None:
+    """Remove a cache entry: renamed away first (one step), so no run ever sees it half removed."""
+    aside = entry.parent / f".discarded-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.replace(entry, aside)
+    except OSError:
+        return                    # gone already (another run removed it), or a read-only cache
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _export(network, patch_size: list[int], n_inputs: int, trace_shape: list[int]):
@@ -177,8 +251,8 @@ def _export(network, patch_size: list[int], n_inputs: int, trace_shape: list[int
 
 
 def _save(model, folder: Path, key: ExportKey) -> Path | None:
-    """Write the IR into ``folder/<digest>`` atomically (a finished folder is renamed into place, so a
-    concurrent run sees either nothing or a whole IR); None where ``folder`` is not writable."""
+    """Write the IR into ``folder/<digest>`` atomically (a finished folder, manifest last, is renamed into
+    place, so a concurrent run sees either nothing or a whole IR); None where ``folder`` is not writable."""
     import openvino as ov
     target = folder / key.digest()
     try:
@@ -190,14 +264,22 @@ def _save(model, folder: Path, key: ExportKey) -> Path | None:
         return None
     try:
         ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
-        (tmp / "manifest.json").write_text(json.dumps(key.manifest(), indent=2) + "\n")
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # another process finished the same export first, or a broken entry holds the name
-            if _find_ir([folder], key) is None:
-                shutil.rmtree(target, ignore_errors=True)
+        _write_manifest(tmp, key)
+        for _attempt in range(3):
+            try:
                 os.replace(tmp, target)
+                break
+            except OSError:
+                # another process finished the same export first (keep its IR where it matches), or a
+                # broken entry holds the name
+                try:
+                    _read_verified(target, key)
+                    break
+                except IRMismatch:
+                    _discard(target)
+        else:
+            log.warning("could not place the OpenVINO IR at %s; the network is exported again on the next run", target)
+            return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target / "model.xml"
@@ -216,18 +298,46 @@ def _prune(folder: Path, key: ExportKey) -> None:
             shutil.rmtree(entry.parent, ignore_errors=True)
 
 
+@dataclass
+class IR:
+    """An OpenVINO model, where it came from (``precompiled`` | ``cache`` | ``exported``) and, where a cache
+    entry did not match its manifest and was made again, a warning saying so."""
+
+    model: object
+    source: str
+    warning: str | None = None
+
+
 def ir_for(make_network, model_folder: Path, key: ExportKey, patch_size: list[int], trace_shape: list[int],
-           cache_dir: Path | None = None, must_save: bool = False) -> tuple[object, str]:
+           cache_dir: Path | None = None, must_save: bool = False) -> IR:
     """The OpenVINO model of a checkpoint: precompiled beside it, cached, or exported now from the PyTorch
-    network ``make_network()`` builds (called only then). Returns (model, where it came from:
-    ``precompiled`` | ``cache`` | ``exported``). ``must_save``: raise where the export cannot be written
-    (``precompile``) rather than run from memory."""
-    import openvino as ov
+    network ``make_network()`` builds (called only then). ``must_save``: raise where the export cannot be
+    written (``precompile``) rather than run from memory.
+
+    Every IR is checked against its manifest (file sizes and SHA-256) before it runs. A precompiled IR that
+    does not match is refused (``MODEL_MALFORMED``: it is part of the image, which is wrong); a cached one is
+    removed and exported again, with a warning.
+    """
     precompiled = model_folder / PRECOMPILED_FOLDER
     cache = cache_dir or default_cache_dir()
-    found = _find_ir([precompiled, cache], key)
-    if found is not None:
-        return ov.Core().read_model(found), ("precompiled" if found.is_relative_to(precompiled) else "cache")
+    name, warning = key.digest(), None
+    is_precompile = cache.resolve() == precompiled.resolve()      # ``precompile`` writes beside the checkpoint
+    if not is_precompile and (precompiled / name).exists():
+        try:
+            return IR(_read_verified(precompiled / name, key), "precompiled")
+        except IRMismatch as exc:
+            raise ModelError("MODEL_MALFORMED", f"The precompiled OpenVINO IR {precompiled / name} does not match "
+                             f"its manifest: {exc}. It was not run. Re-run `python -m spineseg.inference.backends "
+                             "--precompile MODELS` on this model folder (or rebuild the image), or set "
+                             "SPINESEG_BACKEND=torch.", path=str(precompiled / name)) from None
+    if (cache / name).exists():
+        try:
+            return IR(_read_verified(cache / name, key), "precompiled" if is_precompile else "cache")
+        except IRMismatch as exc:
+            warning = (f"the cached OpenVINO IR of {key.model} ({cache / name}) did not match its manifest "
+                       f"({exc}); it was removed and the network exported again")
+            log.warning(warning)
+            _discard(cache / name)
     t0 = time.perf_counter()
     model = _export(make_network(), patch_size, key.n_inputs, trace_shape)
     log.info("exported %s to OpenVINO in %.1f s", model_folder.parent.name, time.perf_counter() - t0)
@@ -235,7 +345,7 @@ def ir_for(make_network, model_folder: Path, key: ExportKey, patch_size: list[in
         _prune(cache, key)
     elif must_save:
         raise ModelError("MODEL_MALFORMED", f"cannot write the OpenVINO IR into {cache}", path=str(cache))
-    return model, "exported"
+    return IR(model, "exported", warning)
 
 
 class OpenVINONetwork:

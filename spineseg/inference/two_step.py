@@ -109,13 +109,70 @@ def _model_kind(folder: Path, checkpoint: dict) -> tuple[str, str]:
     return "official", release or "unknown-release"
 
 
+def _checkpoint_globals() -> list:
+    """What an nnU-Net v2 checkpoint holds beyond what ``torch.load(weights_only=True)`` takes unasked.
+
+    nnU-Net's ``nnUNetTrainer.save_checkpoint`` writes ``network_weights`` and ``optimizer_state`` (tensors in
+    (Ordered)dicts, floats, bools), ``grad_scaler_state`` (floats, ints or None), ``current_epoch`` (int),
+    ``trainer_name`` (str), ``inference_allowed_mirroring_axes`` (a tuple of ints or None), ``init_args``
+    (plans and dataset_json dicts, configuration str, fold int, and a ``torch.device``) and ``logging`` and
+    ``_best_ema``; the bundled models add ``spine_seg_provenance`` (plain values). Tensors, containers, plain
+    values and ``torch.device`` are allowed without this list. What is not: nnU-Net's training log and
+    ``_best_ema`` hold numpy scalars (``np.mean`` of float32 losses, ``np.nanmean`` of float64 pseudo Dice and
+    its moving average), pickled as ``scalar(dtype, raw bytes)``. So, and nothing else:
+    """
+    from numpy._core.multiarray import scalar
+    return [
+        scalar,                                   # a numpy scalar from its dtype and raw bytes (no code)
+        (scalar, "numpy.core.multiarray.scalar"),  # the same, as a checkpoint written under numpy 1.x names it
+        np.dtype,                                 # the scalar's dtype, rebuilt as np.dtype("f8", False, True)
+        # the dtype's pickled state is set only on these classes: float64 (Dice, EMA, _best_ema) and float32
+        # (losses) scalars load; any other dtype (object, structured, int) is refused
+        np.dtypes.Float64DType,
+        np.dtypes.Float32DType,
+    ]
+
+
+_LOAD_LOCK = threading.Lock()   # torch's allow-list is process-wide: one scoped load at a time
+
+
+def _unpickling_refusal(exc: Exception) -> str:
+    """What torch's weights-only refusal says it found (not its advice to allow-list it)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        found = text.split("WeightsUnpickler error:", 1)[1]
+    else:                           # torch's other layout: what it found is a paragraph of its own
+        found = next((p for p in text.split("\n\n")[1:] if p.strip() and "Check the documentation" not in p), "")
+    return found.strip().split("\n")[0].split(" Please use ")[0].rstrip(".") or type(exc).__name__
+
+
 def _load_checkpoint(path: Path) -> dict:
-    """The checkpoint, memory-mapped: its tensors are read from disk only if the PyTorch network is built."""
+    """The checkpoint, memory-mapped: its tensors are read from disk only if the PyTorch network is built.
+
+    Unpickled with ``weights_only=True`` and exactly :func:`_checkpoint_globals` allowed: nothing a checkpoint
+    holds can run code while it is read. Anything else is ``MODEL_MALFORMED`` naming the file.
+    """
+    import pickle
+
     import torch
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:          # a checkpoint in the legacy (non-zip) format cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with _LOAD_LOCK, torch.serialization.safe_globals(_checkpoint_globals()):
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:      # a checkpoint in the legacy (non-zip) format cannot be memory-mapped
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError("MODEL_MALFORMED", f"{path} holds more than an nnU-Net checkpoint's weights and training "
+                         f"records ({_unpickling_refusal(exc)}); it was not loaded and nothing in it was run. "
+                         "Replace it with the released checkpoint (tools/install_weights.py).",
+                         path=str(path)) from None
+    except Exception as exc:
+        raise ModelError("MODEL_MALFORMED", f"Cannot read the checkpoint {path} ({type(exc).__name__}: {exc}); "
+                         "reinstall the model.", path=str(path)) from exc
+    if not isinstance(checkpoint, dict):
+        raise ModelError("MODEL_MALFORMED", f"{path} holds a {type(checkpoint).__name__}, not an nnU-Net checkpoint; "
+                         "reinstall the model.", path=str(path))
+    return checkpoint
 
 
 class LoadedModel:
@@ -151,6 +208,7 @@ class LoadedModel:
             cm = plans_manager.get_configuration(configuration)
             n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
             n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+            kind, release = _model_kind(folder, checkpoint)
         except ModelError:
             raise
         except Exception as exc:
@@ -158,7 +216,6 @@ class LoadedModel:
                              path=str(folder)) from exc
         # what torch_network needs (memory-mapped tensors: nothing is read until it runs)
         self._weights, self._cm, self._shape = weights, cm, (n_in, n_out)
-        kind, release = _model_kind(folder, checkpoint)
         self.n_inputs = n_in
         self.patch_size = [int(v) for v in cm.patch_size]
         # the smallest input the encoder's strides take down to a 2-voxel bottleneck (for tracing)
@@ -168,7 +225,8 @@ class LoadedModel:
         self.trace_shape = [int(v) for v in np.minimum(2 * strides, self.patch_size)]
         self._configuration = json.dumps(plans["configurations"][configuration], sort_keys=True)
         self.info = ModelInfo(folder.parent.name, folder, ckpt_path, sha256_of(ckpt_path), kind, release)
-        self.backend, self.ir_source = backend, None
+        # ir_warning: the cached IR did not match its manifest and was exported again (backends.ir_for)
+        self.backend, self.ir_source, self.ir_warning = backend, None, None
         if backend == "torch":
             network, parameters = self.torch_network(device), [self._weights]
         else:
@@ -204,9 +262,10 @@ class LoadedModel:
     def _openvino_network(self, backend: str, cache_dir: Path | None) -> backends.OpenVINONetwork:
         """The forward pass through OpenVINO; nnU-Net's sliding window around it stays as it is."""
         try:
-            model, self.ir_source = backends.ir_for(self.torch_network, self.info.folder, self.export_key(),
-                                                    self.patch_size, self.trace_shape, cache_dir)
-            return backends.OpenVINONetwork(model, backends.PRECISION[backend])
+            ir = backends.ir_for(self.torch_network, self.info.folder, self.export_key(), self.patch_size,
+                                 self.trace_shape, cache_dir)
+            self.ir_source, self.ir_warning = ir.source, ir.warning
+            return backends.OpenVINONetwork(ir.model, backends.PRECISION[backend])
         except ModelError:
             raise
         except Exception as exc:
@@ -240,9 +299,15 @@ class ModelPair:
     backend: str = "torch"
 
     def describe(self) -> dict:
-        steps = {name: {**m.info.as_dict(), **({"openvino_ir": m.ir_source} if m.ir_source else {})}
+        steps = {name: {**m.info.as_dict(), **({"openvino_ir": m.ir_source} if m.ir_source else {}),
+                        **({"openvino_ir_warning": m.ir_warning} if getattr(m, "ir_warning", None) else {})}
                  for name, m in (("step1", self.step1), ("step2", self.step2))}
         return {"device": self.device, "backend": self.backend, **steps}
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the run's report should warn about how the networks were loaded (a cached IR made again)."""
+        return [m.ir_warning for m in (self.step1, self.step2) if getattr(m, "ir_warning", None)]
 
     @property
     def kind(self) -> str:
