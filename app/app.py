@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     guard = SignalGuard()
     code = run(argv, guard)
-    if guard.signal is not None and guard.armed:
+    if guard.signal is not None:            # (a signal after the work was done is not recorded)
         # the signal may have cut an import or a framework call in half (Holoscan then crashed in
         # its teardown): the report is written, so leave without running that teardown
         logging.shutdown()
