@@ -55,6 +55,8 @@ def get_models(cfg: AppConfig, report: RunReport) -> ModelPair:
     with report.stage("load_models"):
         models = load_models(cfg.models_dir, cfg.device, cfg.model_release, cfg.backend)
     report.models = models.describe()
+    for warning in models.warnings:          # e.g. a damaged OpenVINO cache entry, exported again
+        report.warn(warning)
     if models.kind == "phantom":
         report.warn("the models are the bundled PHANTOM-trained test weights, not the clinical TotalSpineSeg "
                     "release; results are for testing only")
@@ -395,6 +397,8 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
     if cfg.outputs.review_image:
         with report.stage("review_image"):
             footer = [result.numbering.content if result.numbering else "",
+                      *(f"Not verifiable in this view: {limit}" for limit in
+                        (result.numbering.cannot_verify if result.numbering else [])),
                       f"{APP_NAME} {__version__} - TotalSpineSeg {weights_release(models.describe())} - "
                       "derived image, not for primary diagnosis"]
             rgb, plane = render_review(volume.array, result.labels, volume.affine, phantom=phantom, footer=footer)

@@ -127,6 +127,9 @@ def test_thoracic_levels_counted_up_from_the_sacrum_carry_a_note_not_a_warning()
     assert n.notes == ["T12 is named by counting up from L5-S1 assuming 12 thoracic vertebrae; this field of "
                        "view cannot show the thoracic count"]
     assert n.as_dict()["notes"] == n.notes
+    # the one numbering no check here can contradict (11 rib-bearing vertebrae seen lumbar-only): the reader
+    # is told what this field of view cannot verify, in the report and on the review picture
+    assert n.cannot_verify == n.notes and n.as_dict()["field_of_view_cannot_verify"] == n.notes
 
 
 # --- the numbering checks the order of its own labels (a vertebra named below the disc beneath it) ---

@@ -68,6 +68,9 @@ class Numbering:
     warnings: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)            # a few words per warning, for LO attributes
     notes: list[str] = field(default_factory=list)           # limits of this field of view (not warnings)
+    # what this field of view cannot verify of the count, for the reader (also among the notes); the review
+    # picture prints it, since a count no check can contradict here may still be wrong
+    cannot_verify: list[str] = field(default_factory=list)
     confidence: str = "moderate"
 
     def flag(self, tag: str, warning: str) -> None:
@@ -106,7 +109,7 @@ class Numbering:
                 "missing_inside_range": self.missing,
                 "at_field_of_view_edge": {"superior": self.edge_superior, "inferior": self.edge_inferior},
                 "landmarks": [lm.as_dict() for lm in self.landmarks], "warnings": self.warnings,
-                "notes": self.notes}
+                "notes": self.notes, "field_of_view_cannot_verify": self.cannot_verify}
 
 
 def _min_component_size() -> int:
@@ -268,8 +271,10 @@ def _judge(n: Numbering, values: set[int], contradictions: list[tuple[int, int]]
     if n.anchors == ["L5-S1"] and thoracic:
         which = (f"{level_name(thoracic[0])} is" if len(thoracic) == 1 else
                  f"{level_name(thoracic[0])} to {level_name(thoracic[-1])} are")
-        n.notes.append(f"{which} named by counting up from L5-S1 assuming 12 thoracic vertebrae; this field of view "
-                       "cannot show the thoracic count")
+        limit = (f"{which} named by counting up from L5-S1 assuming 12 thoracic vertebrae; this field of view "
+                 "cannot show the thoracic count")
+        n.notes.append(limit)
+        n.cannot_verify.append(limit)
     if n.warnings:
         n.confidence = "low"
     elif len(n.anchors) >= 2:
