@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         t_sr = time.perf_counter() - t0
         t0 = time.perf_counter()
         rgb, plane = render_review(vol.array, labels, vol.affine, phantom=True, footer=["x"])
-        build_review_sc(vol.datasets, rgb, plane, str(seg.SOPInstanceUID), phantom=True)
+        build_review_sc(vol, rgb, plane, str(seg.SOPInstanceUID), phantom=True)
         t_review = time.perf_counter() - t0
     timings = {"measure": round(t_measure, 2), "sr": round(t_sr, 2), "review_image": round(t_review, 2)}
     print("seconds:", timings)
