@@ -9,7 +9,7 @@ DEMO   := demo
 PKG_VENV  := .venv-package
 PKG_STAMP := $(PKG_VENV)/.installed-holoscan-cli-4.2.0
 
-.PHONY: venv demo test ohif models package image image-test clean
+.PHONY: venv demo test test-fast ohif models package image image-test clean
 
 venv: $(STAMP)
 
@@ -33,8 +33,15 @@ demo: $(STAMP)
 	@echo "Review picture (DICOM SC):   $$(ls $(DEMO)/output/*_review_sc.dcm)"
 	@echo "Report:                      $(DEMO)/output/report.json"
 
+# The whole suite, two test files at a time (pytest-xdist; a file's tests stay on one worker, so its
+# module fixtures are made once). Tiers: pyproject.toml's markers, assigned in tests/conftest.py.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(PKG_STAMP) ohif
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+
+# The quick loop: no servers, no images, no browser, no end-to-end runs (a few minutes)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not pacs and not container and not browser" tests
 
 # OHIF v3 (static builds from npm) and playwright-core for tests/test_ohif_display.py, in build/ohif. Without
 # node/npm or the registry this warns and the browser test skips (it fails under CI=true; .ci/run installs them).

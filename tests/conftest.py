@@ -18,6 +18,28 @@ REAL_T2_DICOM = SHARED_DATA / "sct_t2_dicom" / "mr"
 REAL_T2_NIFTI = SHARED_DATA / "sct_testing_data" / "t2" / "t2.nii.gz"
 MODELS = ROOT / "models"
 
+# Test tiers (markers registered in pyproject.toml): by file where a whole file needs a service or runs the
+# app end to end; single slow tests elsewhere carry @pytest.mark.slow themselves; any test that uses the
+# `orthanc` fixture is `pacs`.
+FILE_TIERS = {
+    "test_container_image.py": ("container", "pacs", "slow"),
+    "test_map_package.py": ("container",),
+    "test_ohif_display.py": ("browser", "pacs", "slow"),
+    "test_pacs_orthanc.py": ("pacs",),
+    "test_reference_cli.py": ("slow",),
+    "test_variants_e2e.py": ("slow",),
+    "test_seed_pipeline.py": ("slow",),
+    "test_app_e2e.py": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for tier in FILE_TIERS.get(item.path.name, ()):
+            item.add_marker(tier)
+        if "orthanc" in getattr(item, "fixturenames", ()):
+            item.add_marker("pacs")
+
 
 def dciodvfy_path() -> str | None:
     venv_bin = Path(sys.executable).parent / "dciodvfy"

@@ -66,6 +66,7 @@ def exact_labels(lumbar_case, models_dir):
     return segment_volume(*lumbar_case, load_models(models_dir, "cpu", backend="torch")).labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_each_cpu_backend_agrees_with_the_exact_path_above_the_floor(backend, lumbar_case, exact_labels, models_dir):
     pair = load_models(models_dir, "cpu", backend=backend)

@@ -69,6 +69,7 @@ def test_models_load_once_per_process(models_dir):
     assert load_models(models_dir, "cpu") is load_models(models_dir, "cpu")
 
 
+@pytest.mark.slow
 def test_held_out_phantom_is_segmented_and_labelled(models_dir, phantom_study):
     vol = load_volume(scan_dicom(phantom_study["dicom_files"][0].parent).series[0])
     models = load_models(models_dir, "cpu")
@@ -89,6 +90,7 @@ def test_held_out_phantom_is_segmented_and_labelled(models_dir, phantom_study):
     assert hits, (levels, present)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed,fov", [(5300, "cervical"), (5301, "thoracolumbar")])
 def test_levels_are_named_from_each_kind_of_landmark(models_dir, seed, fov):
     """Cervical fields of view are named from C1 / C2-C3 / C7-T1, thoracolumbar ones from T12-L1 /
@@ -105,6 +107,7 @@ def test_levels_are_named_from_each_kind_of_landmark(models_dir, seed, fov):
     assert min(group_dice(labels, truth).values()) > 0.8
 
 
+@pytest.mark.slow
 def test_a_run_leaves_the_labelling_parameters_unchanged(models_dir, phantom_study):
     """totalspineseg's iterative_label removes discarded landmarks from the list it is given; a
     lumbar series discards C2-C3, and must not take it away from the next (cervical) series."""
@@ -186,6 +189,7 @@ print(json.dumps({"events": seen, "labelled": int((labels > 0).sum())}))
 '''
 
 
+@pytest.mark.slow
 def test_inference_starts_no_process_and_writes_no_file(models_dir, tmp_path):
     """The whole two-step pipeline runs in this process and in memory: no worker processes, no
     intermediate files, nothing written into site-packages (or anywhere else)."""

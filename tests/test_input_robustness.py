@@ -151,6 +151,7 @@ def _mutate(path, kind, attribute, value, offset, byte):
 
 @settings(max_examples=1000, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
+@pytest.mark.slow
 @given(st.lists(mutations(), min_size=1, max_size=3))
 def test_fuzzed_series_end_in_a_volume_or_a_clear_error(tmp_path_factory, small_series, muts):
     folder = tmp_path_factory.mktemp("fuzz", numbered=True)
@@ -241,6 +242,7 @@ def multiframe_copy(src, out_dir, kind: str, series_number: int = 99):
     return pydicom.dcmread(out_dir / f"{kind}.dcm", stop_before_pixels=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["enhanced", "legacy"])
 def test_the_app_writes_seg_sr_and_review_from_one_multiframe_mr_object(tmp_path, phantom_study, kind):
     """Issue 24: a study sent as one Enhanced (or Legacy Converted Enhanced) MR object ended in INTERNAL_ERROR

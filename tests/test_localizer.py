@@ -58,6 +58,7 @@ def test_partner_must_share_study_and_frame_of_reference_and_overlap(study, tmp_
     assert "another Frame of Reference" in partner_candidates(t2, [far_loc])[1][0]
 
 
+@pytest.mark.slow
 def test_thoracic_series_is_labelled_from_the_localizer(study, tmp_path):
     root, cases = study
     report = run(root, tmp_path / "out")
@@ -75,6 +76,7 @@ def test_thoracic_series_is_labelled_from_the_localizer(study, tmp_path):
     assert named >= 10 and right / named >= 0.95, (right, named)
 
 
+@pytest.mark.slow
 def test_without_the_localizer_it_still_fails_with_no_level_landmark(study, tmp_path):
     root, _ = study
     with pytest.raises(InputError) as err:
@@ -82,6 +84,7 @@ def test_without_the_localizer_it_still_fails_with_no_level_landmark(study, tmp_
     assert err.value.code == "NO_LEVEL_LANDMARK" and "holds no other series" in err.value.message
 
 
+@pytest.mark.slow
 def test_a_localizer_that_does_not_overlap_is_refused_with_the_reason(tmp_path):
     P.write_study(5203, tmp_path / "study", FAR_LOCALIZER)
     with pytest.raises(InputError) as err:
@@ -90,6 +93,7 @@ def test_a_localizer_that_does_not_overlap_is_refused_with_the_reason(tmp_path):
     assert "series 1: does not overlap series 5 in patient space" in err.value.message
 
 
+@pytest.mark.slow
 def test_three_stations_get_three_segs_with_one_numbering(tmp_path):
     """A whole-spine exam in three overlapping stations: one SEG per station; the thoracic one (no landmark)
     is numbered from another station; where two stations see the same anatomy they name it the same."""
@@ -126,6 +130,7 @@ def test_three_stations_get_three_segs_with_one_numbering(tmp_path):
     assert not any("share differently" in w for e in entries.values() for w in e["numbering"]["warnings"])
 
 
+@pytest.mark.slow
 def test_a_station_counted_from_a_weaker_landmark_is_renumbered_to_one_numbering(tmp_path):
     """Six lumbar vertebrae: the lumbar station counts up from L5-S1 and the thoracic one carries the count down
     from the cervical station (C2-C3), so they disagree by a level where they overlap. The lumbar station is
@@ -161,6 +166,7 @@ LUMBAR_WITH_LOCALIZER = (P.SeriesSpec("t2", "lumbar", 3.0, 1.0, 5, "T2 SAG LSPIN
                          P.SeriesSpec("localizer", "whole", 5.0, 2.0, 1, "LOC SAG SPINE", localizer=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["always", "when_needed"])
 def test_with_partner_always_a_lumbar_count_is_checked_against_the_whole_spine_localizer(tmp_path, policy):
     """Six lumbar vertebrae, a lumbar T2 (its own count from L5-S1, one level off) and a whole-spine localizer

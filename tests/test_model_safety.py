@@ -92,6 +92,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, 
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_the_app_refuses_a_checkpoint_that_would_run_code(tmp_path, models_dir, phantom_study):
     models = tmp_path / "models"
     folder = _copy_models(models_dir, models)[STEP1_DATASET]
