@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from spineseg import labels as L
 
-VERTEBRAE = list(range(11, 18)) + list(range(21, 33)) + list(range(41, 47)) + [50]      # L6 (46) included
-DISCS = list(range(63, 68)) + list(range(71, 83)) + list(range(91, 97)) + [100]          # L5-L6 (96) included
-GROUPS = {"cord": [1], "canal": [2], "vertebrae": VERTEBRAE, "discs": DISCS}
+VERTEBRAE = [*L.VERTEBRAE, L.SACRUM]      # L6 (46) included; the sacrum counts as bone
+DISCS = L.DISCS                           # L5-L6 (96) included
+GROUPS = {"cord": [L.CORD], "canal": [L.CANAL], "vertebrae": VERTEBRAE, "discs": DISCS}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

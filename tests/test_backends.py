@@ -7,6 +7,7 @@ import pytest
 
 from spineseg.errors import ModelError, SpineSegError
 from spineseg.inference import backends
+from spineseg.inference.precompile import precompile
 from spineseg.inference.two_step import (STEP1_DATASET, LoadedModel, find_model_folder, load_models, lps_to_ras,
                                          segment_volume)
 from spineseg.settings import AppConfig
@@ -141,7 +142,7 @@ def test_a_read_only_model_folder_uses_its_precompiled_ir(tmp_path, models_dir, 
     models = tmp_path / "models"
     shutil.copytree(models_dir / "nnUNet", models / "nnUNet")
     folder = find_model_folder(models, STEP1_DATASET)
-    (written,) = [p for p in backends.precompile(models) if p.is_relative_to(folder)]
+    (written,) = [p for p in precompile(models) if p.is_relative_to(folder)]
     assert written.parent.parent == folder / backends.PRECOMPILED_FOLDER
     # a cache "folder" under a regular file can never be created, even by root
     (tmp_path / "file").write_text("")

@@ -22,6 +22,7 @@ import torch
 from conftest import ROOT
 from spineseg.errors import ModelError
 from spineseg.inference import backends
+from spineseg.inference.precompile import precompile
 from spineseg.inference.two_step import (STEP1_DATASET, STEP2_DATASET, LoadedModel, ModelPair, _load_checkpoint,
                                          find_model_folder, lps_to_ras, segment_volume)
 
@@ -311,7 +312,7 @@ def test_a_cached_ir_that_does_not_match_is_exported_again_with_a_warning(tmp_pa
 def precompiled_models(models_dir, tmp_path_factory):
     models = tmp_path_factory.mktemp("precompiled") / "models"
     _copy_models(models_dir, models)
-    backends.precompile(models, "direct")
+    precompile(models, "direct")
     return models
 
 
@@ -327,10 +328,10 @@ def test_a_precompiled_ir_that_does_not_match_is_refused(tmp_path, precompiled_m
     with pytest.raises(ModelError) as err:
         LoadedModel(folder, backend="openvino", cache_dir=cache)
     assert err.value.code == "MODEL_MALFORMED" and err.value.path == str(entry)
-    assert str(entry) in err.value.message and "--precompile" in err.value.message
+    assert str(entry) in err.value.message and "python -m spineseg.inference.precompile" in err.value.message
     assert not cache.exists()                                      # nothing ran, nothing was exported
     # re-running the precompile mends it
-    backends.precompile(models, "direct")
+    precompile(models, "direct")
     assert LoadedModel(folder, backend="openvino", cache_dir=cache).ir_source == "precompiled"
 
 

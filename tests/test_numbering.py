@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from spineseg.inference.two_step import STEP2_LABELLING
-from spineseg.inference.numbering import _ANATOMICAL_SEQUENCE, assess, choose_anchors, field_of_view_edges, find_landmarks
+from spineseg.labels import ANATOMICAL_SEQUENCE
+from spineseg.inference.numbering import assess, choose_anchors, field_of_view_edges, find_landmarks
 
 # step-2 network classes of the landmark discs, and their final labels
 C2C3, C7T1, T12L1, L5S1 = 2, 3, 4, 5
@@ -37,7 +38,7 @@ def lumbar(levels_from="T12", lumbar_count=5):
 
 
 def test_two_end_landmarks_that_agree_give_high_confidence():
-    levels = [v for v in _ANATOMICAL_SEQUENCE if v not in (46, 96)]      # C1 to the sacrum, 5 lumbar
+    levels = [v for v in ANATOMICAL_SEQUENCE if v not in (46, 96)]      # C1 to the sacrum, 5 lumbar
     network, labelled = blocks(levels, {C2C3: 63, L5S1: 100})
     n = assess(network, labelled, STEP2_LABELLING)
     assert n.anchors == ["C2-C3", "L5-S1"] and n.confidence == "high" and n.warnings == []
@@ -154,17 +155,17 @@ def _shift_edge_vertebra(labels, edge):
     disc (everything beyond it removed), and the vertebra beside that disc is named one level too far
     outwards while the disc keeps its right name (T10 named T11, above the T10-T11 disc). Returns the new
     map, the vertebra's true and given labels."""
-    from spineseg.inference.numbering import DISC_ORDER, VERTEBRA_ORDER, _rank
-    seq = [v for v in _ANATOMICAL_SEQUENCE if (labels == v).any()]
+    from spineseg.labels import DISCS, VERTEBRAE, rank
+    seq = [v for v in ANATOMICAL_SEQUENCE if (labels == v).any()]
     pairs = [(seq[i], seq[i + 1]) for i in range(len(seq) - 1)]
     if edge == "inferior":       # a vertebra and the disc below it, away from the lumbosacral end
-        vertebra, disc = [(v, d) for v, d in pairs if v in VERTEBRA_ORDER[:-2] and d in DISC_ORDER[:-2]][-2]
-        beyond = [v for v in seq if _rank(v) > _rank(disc)]
-        new = VERTEBRA_ORDER[VERTEBRA_ORDER.index(vertebra) + 1]
+        vertebra, disc = [(v, d) for v, d in pairs if v in VERTEBRAE[:-2] and d in DISCS[:-2]][-2]
+        beyond = [v for v in seq if rank(v) > rank(disc)]
+        new = VERTEBRAE[VERTEBRAE.index(vertebra) + 1]
     else:                        # a disc and the vertebra below it, away from the cranio-cervical end
-        disc, vertebra = [(d, v) for d, v in pairs if d in DISC_ORDER and v in VERTEBRA_ORDER[2:]][1]
-        beyond = [v for v in seq if _rank(v) < _rank(disc)]
-        new = VERTEBRA_ORDER[VERTEBRA_ORDER.index(vertebra) - 1]
+        disc, vertebra = [(d, v) for d, v in pairs if d in DISCS and v in VERTEBRAE[2:]][1]
+        beyond = [v for v in seq if rank(v) < rank(disc)]
+        new = VERTEBRAE[VERTEBRAE.index(vertebra) - 1]
     shifted = np.where(np.isin(labels, beyond), 0, labels).astype(labels.dtype)
     shifted[labels == vertebra] = new
     return shifted, vertebra, new
@@ -180,7 +181,7 @@ def test_true_labels_never_contradict_their_order(truths):
 def test_a_vertebra_misnamed_at_the_edge_contradicts_the_disc_beside_it(truths, edge):
     """Every field of view: the renamed vertebra lies on the wrong side of its own disc, and the numbering
     says which levels, with low confidence and CHECK LEVELS."""
-    from spineseg.inference.numbering import level_name
+    from spineseg.labels import level_name
     for case, (labels, affine) in truths.items():
         shifted, old, new = _shift_edge_vertebra(labels, edge)
         network = np.zeros_like(shifted)

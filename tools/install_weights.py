@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spineseg.errors import ModelError  # noqa: E402
-from spineseg.inference.two_step import (STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder,  # noqa: E402
-                                sha256_of)
+from spineseg.inference.checksums import sha256_of  # noqa: E402
+from spineseg.inference.two_step import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder  # noqa: E402
 
 DATASETS = (STEP1_DATASET, STEP2_DATASET)
 
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     print(f"installed {', '.join(DATASETS)} into {target}")
     print(f"run the app with -m {a.models} (SPINESEG_MODEL_RELEASE={target.name} to pin this release)")
     print("for the OpenVINO CPU backends, export the networks once now (else the first run does, into its cache):\n"
-          f"  python -m spineseg.inference.backends --precompile {a.models} --release {target.name}")
+          f"  python -m spineseg.inference.precompile {a.models} --release {target.name}")
     return 0
 
 

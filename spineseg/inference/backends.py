@@ -26,7 +26,7 @@ The IR is exported once per checkpoint and kept in a cache folder keyed by the c
 plans' configuration, and the OpenVINO and PyTorch versions, so a changed checkpoint never runs a stale
 network. A read-only model folder (``/opt/holoscan/models`` in the MAP) may carry its IR beside the
 checkpoint (``<model folder>/openvino/<key>/``, written at image build by ``python -m
-spineseg.inference.backends --precompile MODELS``); otherwise the first run exports into the writable cache.
+spineseg.inference.precompile MODELS``); otherwise the first run exports into the writable cache.
 
 Each IR folder carries a manifest (``manifest.json``, written last) with its key and the size and SHA-256 of
 model.xml and model.bin; an IR runs only from bytes that match it. A cached IR that does not match (changed,
@@ -35,7 +35,6 @@ truncated, unreadable, no manifest) is removed and exported again with a warning
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -50,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from spineseg.errors import ModelError
+from spineseg.inference.checksums import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,6 @@ class IRMismatch(Exception):
 
 
 def _file_record(path: Path) -> dict:
-    from spineseg.inference.two_step import sha256_of
     return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
@@ -327,8 +326,8 @@ def ir_for(make_network, model_folder: Path, key: ExportKey, patch_size: list[in
             return IR(_read_verified(precompiled / name, key), "precompiled")
         except IRMismatch as exc:
             raise ModelError("MODEL_MALFORMED", f"The precompiled OpenVINO IR {precompiled / name} does not match "
-                             f"its manifest: {exc}. It was not run. Re-run `python -m spineseg.inference.backends "
-                             "--precompile MODELS` on this model folder (or rebuild the image), or set "
+                             f"its manifest: {exc}. It was not run. Re-run `python -m spineseg.inference.precompile "
+                             "MODELS` on this model folder (or rebuild the image), or set "
                              "SPINESEG_BACKEND=torch.", path=str(precompiled / name)) from None
     if (cache / name).exists():
         try:
@@ -380,33 +379,3 @@ class OpenVINONetwork:
     def release_memory(self) -> None:
         """Free the activation buffers OpenVINO keeps between calls; the next call allocates them again."""
         self.compiled.release_memory()
-
-
-def precompile(models_dir: Path, release: str = "auto") -> list[Path]:
-    """Export both steps' models (``release`` as SPINESEG_MODEL_RELEASE chooses them) into their model
-    folders' ``openvino/`` folder, for a model folder that is read-only at run time. Returns the IR paths."""
-    from spineseg.inference.two_step import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder
-    written = []
-    for dataset in (STEP1_DATASET, STEP2_DATASET):
-        folder = find_model_folder(models_dir, dataset, release)
-        model = LoadedModel(folder, "cpu", backend="torch")
-        key = model.export_key()
-        ir_for(lambda: model.predictor.network, folder, key, model.patch_size, model.trace_shape,
-               cache_dir=folder / PRECOMPILED_FOLDER, must_save=True)
-        written.append(folder / PRECOMPILED_FOLDER / key.digest() / "model.xml")
-        print(f"{dataset}: {written[-1]}")
-    return written
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Export the TotalSpineSeg models to OpenVINO IR beside their "
-                                 "checkpoints (run at image build, so a read-only model folder needs no cache).")
-    ap.add_argument("--precompile", type=Path, required=True, metavar="MODELS")
-    ap.add_argument("--release", default="auto", help="as SPINESEG_MODEL_RELEASE (default: auto)")
-    a = ap.parse_args(argv)
-    precompile(a.precompile, a.release)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

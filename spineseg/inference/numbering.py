@@ -25,20 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spineseg.outputs.codes_table import STRUCTURES
-
-SACRUM = 50
-L5, L6, L5L6, L5S1 = 45, 46, 96, 100
-VERTEBRA_ORDER = [*range(11, 18), *range(21, 33), *range(41, 47)]
-DISC_ORDER = [*range(63, 68), *range(71, 83), *range(91, 97), L5S1]
-# each disc is named after the vertebra above it: C2 -> C2-C3 (63) ... L5 -> L5-L6 (96), L6 -> L5-S1 (100)
-_ANATOMICAL_SEQUENCE = [11, *(v for pair in zip(VERTEBRA_ORDER[1:], DISC_ORDER) for v in pair), SACRUM]
-
-
-def level_name(value: int) -> str:
-    """Short level name: ``L6``, ``L5-L6``, ``Sacrum``, ``Spinal canal``."""
-    name = STRUCTURES[value]["name"]
-    return name.split(" ")[0] if (value in VERTEBRA_ORDER or value in DISC_ORDER) else name
+from spineseg.labels import (DISCS, L5, L5L6, L5S1, L6, LEVELS, LUMBAR_VERTEBRAE, SACRUM, THORACIC_VERTEBRAE, VERTEBRAE,
+                             level_name)
+from spineseg.labels import rank as _rank
 
 
 @dataclass
@@ -129,7 +118,7 @@ def find_landmarks(network: np.ndarray, labelled: np.ndarray, params: dict) -> l
         if n <= min_size:
             continue
         got = labelled[mask]
-        got = got[np.isin(got, DISC_ORDER)]
+        got = got[np.isin(got, DISCS)]
         numbered = int(np.bincount(got).argmax()) if got.size else None
         found.append(Landmark(names[out], n, level_name(numbered) if numbered else None, numbered == out))
     return found
@@ -174,7 +163,7 @@ def field_of_view_edges(labels: np.ndarray, affine_lps: np.ndarray) -> tuple[lis
     axis = int(np.argmax(np.abs(np.asarray(affine_lps)[2, :3])))      # array axis closest to head-foot
     first = set(np.unique(np.take(labels, 0, axis=axis)).tolist())
     last = set(np.unique(np.take(labels, labels.shape[axis] - 1, axis=axis)).tolist())
-    levels = set(VERTEBRA_ORDER) | set(DISC_ORDER) | {SACRUM}
+    levels = LEVELS
 
     def names(vals):
         return [level_name(v) for v in sorted(vals & levels, key=lambda v: (_rank(v), v))]
@@ -191,7 +180,7 @@ def order_contradictions(final: np.ndarray, affine_lps: np.ndarray) -> list[tupl
     level's voxels in patient space, robust to stray fragments). A vertebra named below the disc that
     should lie beneath it is a miscount the labels alone show, at any field of view; the spine's curves
     do not reverse the head-foot order of neighbouring levels."""
-    levels = np.asarray(sorted(set(VERTEBRA_ORDER) | set(DISC_ORDER) | {SACRUM}))
+    levels = np.asarray(sorted(LEVELS))
     mask = np.isin(final, levels)
     if not mask.any():
         return []
@@ -205,11 +194,6 @@ def order_contradictions(final: np.ndarray, affine_lps: np.ndarray) -> list[tupl
     ranked = sorted(heights, key=_rank)
     return [(upper, lower) for i, upper in enumerate(ranked) for lower in ranked[i + 1:]
             if heights[lower] - heights[upper] > ORDER_MARGIN_MM]
-
-
-def _rank(value: int) -> int:
-    """Superior-to-inferior position of a level: C1, C2, C2-C3, C3, ..., L5, L5-S1, sacrum."""
-    return _ANATOMICAL_SEQUENCE.index(value)
 
 
 def assess(network: np.ndarray, labelled: np.ndarray, params: dict,
@@ -227,11 +211,11 @@ def assess(network: np.ndarray, labelled: np.ndarray, params: dict,
     for lm in landmarks:
         lm.anchor = lm.name in anchors
     values = set(np.unique(labelled if final is None else final).tolist())
-    lumbar = sum(v in values for v in range(41, 47))
-    v_seq = _present_in_order(values, VERTEBRA_ORDER, L6, SACRUM)
-    d_seq = _present_in_order(values, DISC_ORDER, L5L6, None)
+    lumbar = sum(v in values for v in LUMBAR_VERTEBRAE)
+    v_seq = _present_in_order(values, VERTEBRAE, L6, SACRUM)
+    d_seq = _present_in_order(values, DISCS, L5L6, None)
     missing_values = sorted(set(_gaps(values, v_seq)) | set(_gaps(values, d_seq)), key=_rank)
-    named = sorted((v for v in values if v in VERTEBRA_ORDER or v in DISC_ORDER or v == SACRUM), key=_rank)
+    named = sorted((v for v in values if v in VERTEBRAE or v in DISCS or v == SACRUM), key=_rank)
     numbering = Numbering(anchors, landmarks, lumbar,
                           (level_name(named[0]), level_name(named[-1])) if named else None,
                           [level_name(v) for v in missing_values])
@@ -267,7 +251,7 @@ def _judge(n: Numbering, values: set[int], contradictions: list[tuple[int, int]]
                f"{confirm}")
     if not n.anchors:
         n.flag("no anchor", "no landmark anchored the numbering; level names are not reliable")
-    thoracic = [v for v in range(21, 33) if v in values]
+    thoracic = [v for v in THORACIC_VERTEBRAE if v in values]
     if n.anchors == ["L5-S1"] and thoracic:
         which = (f"{level_name(thoracic[0])} is" if len(thoracic) == 1 else
                  f"{level_name(thoracic[0])} to {level_name(thoracic[-1])} are")

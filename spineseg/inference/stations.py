@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spineseg.inference.numbering import DISC_ORDER, L5S1, VERTEBRA_ORDER, level_name
+from spineseg.labels import DISCS, L5S1, VERTEBRAE, level_name
 
-VERTEBRAE = (11, 46)              # C1 .. L6 (the sacrum is the same bone in every numbering)
 MIN_SHARED_VOXELS = 500           # about a vertebral body's slice: less is not an overlap worth judging
 # Below this share of shared vertebra voxels named alike, two series disagree; and a level shift that
 # explains this share may renumber one of them. Not higher: a low-resolution localizer (5 mm slices, 2 mm
@@ -50,7 +49,7 @@ class Comparison:
 
 def compare(labels_a: np.ndarray, affine_a: np.ndarray, labels_b: np.ndarray, affine_b: np.ndarray) -> Comparison:
     """Level agreement of ``a`` with ``b`` (label maps with voxel -> LPS affines) where both see vertebrae."""
-    lo, hi = VERTEBRAE
+    lo, hi = VERTEBRAE[0], VERTEBRAE[-1]   # C1 .. L6 (the sacrum is the same bone in every numbering)
     idx = np.argwhere((labels_a >= lo) & (labels_a <= hi))
     if not len(idx):
         return Comparison(0, 1.0, {})
@@ -68,10 +67,10 @@ def compare(labels_a: np.ndarray, affine_a: np.ndarray, labels_b: np.ndarray, af
     for value in np.unique(va[va != vb]):
         other = np.bincount(vb[(va == value) & (vb != value)]).argmax()
         offsets[level_name(int(value))] = level_name(int(other))
-    index = np.full(max(VERTEBRA_ORDER) + 1, -10_000)
-    index[VERTEBRA_ORDER] = np.arange(len(VERTEBRA_ORDER))
+    index = np.full(max(VERTEBRAE) + 1, -10_000)
+    index[VERTEBRAE] = np.arange(len(VERTEBRAE))
     d = index[vb] - index[va]
-    d = d[np.abs(d) < len(VERTEBRA_ORDER)]          # both are vertebrae of the sequence
+    d = d[np.abs(d) < len(VERTEBRAE)]          # both are vertebrae of the sequence
     shift, share = 0, 1.0
     if d.size:
         values, counts = np.unique(d, return_counts=True)
@@ -91,8 +90,8 @@ def renumber(labels: np.ndarray, shift: int) -> np.ndarray | None:
     last lumbar vertebra into L6 and the disc above it into L5-L6). None where a level would leave the
     scheme (beyond L6, above C1, or a disc onto the one above the sacrum)."""
     table = np.arange(256, dtype=np.uint16)
-    discs = DISC_ORDER[:-1]                          # without L5-S1 (100)
-    for order in (VERTEBRA_ORDER, discs):
+    discs = DISCS[:-1]                          # without L5-S1 (100)
+    for order in (VERTEBRAE, discs):
         for i, value in enumerate(order):
             if i + shift < 0 or i + shift >= len(order):
                 if (labels == value).any():

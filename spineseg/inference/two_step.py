@@ -21,6 +21,7 @@ import numpy as np
 
 from spineseg.errors import InputError, ModelError
 from spineseg.inference import backends
+from spineseg.inference.checksums import sha256_of
 from spineseg.inference.numbering import Numbering
 from spineseg.inference.numbering import assess as assess_numbering
 
@@ -56,14 +57,6 @@ class ModelInfo:
     def as_dict(self) -> dict:
         return {"dataset": self.dataset, "folder": str(self.folder), "checkpoint": self.checkpoint.name,
                 "sha256": self.sha256, "kind": self.kind, "release": self.release}
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_model_folder(models_dir: Path, dataset: str, release: str = "auto") -> Path:

@@ -41,6 +41,7 @@ and discs repeat a cycle of three cool tones. Neighbouring levels therefore
 never share a colour. The cord is yellow, the canal light blue and the sacrum
 brown.
 """
+from spineseg import labels as L
 
 _ANATOMICAL_STRUCTURE = ("91723000", "SCT", "Anatomical Structure")
 
@@ -52,37 +53,23 @@ _SRC_VERT = ("PS3.16 CID 7603 (pydicom 3.0.2 codes); "
 _SRC_DISC = ("PS3.16 CID 7604 (pydicom 3.0.2 codes; "
              "bvdh/dicom-terminology-in-fhir CID 7604)")
 
-# (label value, level name, SCT code) -- vertebrae, cranial to caudal.
-_VERTEBRAE = (
-    (11, "C1", "14806007"), (12, "C2", "39976000"), (13, "C3", "113205007"),
-    (14, "C4", "5329002"), (15, "C5", "36978003"), (16, "C6", "36054005"),
-    (17, "C7", "87391001"),
-    (21, "T1", "64864005"), (22, "T2", "53733008"), (23, "T3", "1626008"),
-    (24, "T4", "73071006"), (25, "T5", "56401006"), (26, "T6", "45296009"),
-    (27, "T7", "62487009"), (28, "T8", "11068009"), (29, "T9", "82687006"),
-    (30, "T10", "7610001"), (31, "T11", "12989004"), (32, "T12", "23215003"),
-    (41, "L1", "66794005"), (42, "L2", "14293000"), (43, "L3", "36470004"),
-    (44, "L4", "11994002"), (45, "L5", "49668003"),
+# SCT code of each vertebra and disc (values, names and order: spineseg.labels), cranial to caudal
+_VERTEBRA_CODES = {
+    11: "14806007", 12: "39976000", 13: "113205007", 14: "5329002", 15: "36978003", 16: "36054005",
+    17: "87391001",
+    21: "64864005", 22: "53733008", 23: "1626008", 24: "73071006", 25: "56401006", 26: "45296009",
+    27: "62487009", 28: "11068009", 29: "82687006", 30: "7610001", 31: "12989004", 32: "23215003",
+    41: "66794005", 42: "14293000", 43: "36470004", 44: "11994002", 45: "49668003",
     # L6: no SNOMED CT or PS3.16 concept names a sixth lumbar vertebra (see _LUMBOSACRAL_VARIANTS)
-    (46, "L6", "73903008"),
-)
-
-# (label value, upper level, lower level, SCT code) -- discs, cranial to caudal.
-_DISCS = (
-    (63, "C2", "C3", "1078209008"), (64, "C3", "C4", "58820006"),
-    (65, "C4", "C5", "49400002"), (66, "C5", "C6", "73959003"),
-    (67, "C6", "C7", "75095006"), (71, "C7", "T1", "37414007"),
-    (72, "T1", "T2", "40908007"), (73, "T2", "T3", "6004007"),
-    (74, "T3", "T4", "2620004"), (75, "T4", "T5", "82965004"),
-    (76, "T5", "T6", "72692000"), (77, "T6", "T7", "74401007"),
-    (78, "T7", "T8", "28693002"), (79, "T8", "T9", "9188009"),
-    (80, "T9", "T10", "113209001"), (81, "T10", "T11", "34959001"),
-    (82, "T11", "T12", "1537001"), (91, "T12", "L1", "76206002"),
-    (92, "L1", "L2", "80064006"), (93, "L2", "L3", "67459009"),
-    (94, "L3", "L4", "62551000"), (95, "L4", "L5", "84020006"),
-    (96, "L5", "L6", "75782005"),
-    (100, "L5", "S1", "715056000"),
-)
+    46: "73903008",
+}
+_DISC_CODES = {
+    63: "1078209008", 64: "58820006", 65: "49400002", 66: "73959003", 67: "75095006",
+    71: "37414007", 72: "40908007", 73: "6004007", 74: "2620004", 75: "82965004", 76: "72692000",
+    77: "74401007", 78: "28693002", 79: "9188009", 80: "113209001", 81: "34959001", 82: "1537001",
+    91: "76206002", 92: "80064006", 93: "67459009", 94: "62551000", 95: "84020006", 96: "75782005",
+    100: "715056000",
+}
 
 # Codes of the levels that exist only with lumbosacral transitional anatomy (TotalSpineSeg allows six
 # lumbar levels).  SNOMED CT has no "sixth lumbar vertebra" and PS3.16 CID 7603/7604 stop at L5 and
@@ -108,18 +95,19 @@ def _entry(name: str, code: str, meaning: str, rgb: tuple[int, int, int], source
 
 def _build():
     table = {
-        1: _entry("Spinal cord", "2748008", "Spinal cord", (255, 215, 0),
-                  "PS3.16 CID 7151/7153 (pydicom 3.0.2 codes); TotalSegmentator snomed mapping"),
-        2: _entry("Spinal canal", "61853006", "Vertebral canal", (150, 210, 250),
-                  "PS3.16 CID 8134/6115 (pydicom 3.0.2 codes.SCT.VertebralCanal); not in CID 7151"),
-        50: _entry("Sacrum", "54735007", "Sacrum", (150, 95, 60),
-                   "PS3.16 CID 7151 (pydicom 3.0.2 codes); TotalSegmentator snomed mapping"),
+        L.CORD: _entry(L.NAMES[L.CORD], "2748008", "Spinal cord", (255, 215, 0),
+                       "PS3.16 CID 7151/7153 (pydicom 3.0.2 codes); TotalSegmentator snomed mapping"),
+        L.CANAL: _entry(L.NAMES[L.CANAL], "61853006", "Vertebral canal", (150, 210, 250),
+                        "PS3.16 CID 8134/6115 (pydicom 3.0.2 codes.SCT.VertebralCanal); not in CID 7151"),
+        L.SACRUM: _entry(L.NAMES[L.SACRUM], "54735007", "Sacrum", (150, 95, 60),
+                         "PS3.16 CID 7151 (pydicom 3.0.2 codes); TotalSegmentator snomed mapping"),
     }
-    for i, (label, level, code) in enumerate(_VERTEBRAE):
-        table[label] = _entry(f"{level} vertebra", code, _LUMBOSACRAL_VARIANTS.get(label, f"{level} vertebra"),
+    for i, (label, level) in enumerate(L.VERTEBRA_LEVELS):
+        table[label] = _entry(L.NAMES[label], _VERTEBRA_CODES[label],
+                              _LUMBOSACRAL_VARIANTS.get(label, f"{level} vertebra"),
                               _VERT_RGB[i % 3], _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_VERT)
-    for i, (label, upper, lower, code) in enumerate(_DISCS):
-        table[label] = _entry(f"{upper}-{lower} intervertebral disc", code,
+    for i, (label, upper, lower) in enumerate(L.DISC_LEVELS):
+        table[label] = _entry(L.NAMES[label], _DISC_CODES[label],
                               _LUMBOSACRAL_VARIANTS.get(label, f"{upper}/{lower} disc"), _DISC_RGB[i % 3],
                               _SRC_VARIANT if label in _LUMBOSACRAL_VARIANTS else _SRC_DISC)
     return dict(sorted(table.items()))

@@ -36,14 +36,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from spineseg.outputs.codes_table import STRUCTURES
-from spineseg.inference.numbering import _ANATOMICAL_SEQUENCE, level_name
+from spineseg.labels import ANATOMICAL_SEQUENCE, CANAL, CORD, DISCS, NAMES, SACRUM, VERTEBRAE, level_name
 
 STEP_MM = 0.2            # sampling step along lines and planes (well under any MR voxel)
 MARGIN_FRACTION = 0.15   # anterior/posterior heights: this far inside the margins
-CORD, CANAL, SACRUM = 1, 2, 50
-VERTEBRAE = [v for v in _ANATOMICAL_SEQUENCE if 11 <= v <= 46]
-DISCS = [v for v in _ANATOMICAL_SEQUENCE if 63 <= v <= 100]
 NO_BODY = (11, 12)        # C1 has no body, C2's includes the dens
 
 
@@ -150,7 +146,7 @@ def measure_levels(labels: np.ndarray, affine_lps: np.ndarray) -> list[LevelMeas
     spacing = np.linalg.norm(grid.affine[:3, :3], axis=0)
     voxel_mm3 = float(np.prod(spacing))
     boxes = ndimage.find_objects(labels)
-    present = [v for v in _ANATOMICAL_SEQUENCE if v <= len(boxes) and boxes[v - 1] is not None]
+    present = [v for v in ANATOMICAL_SEQUENCE if v <= len(boxes) and boxes[v - 1] is not None]
     canal_values = (CORD, CANAL)
 
     def voxels(value):
@@ -186,8 +182,8 @@ def measure_levels(labels: np.ndarray, affine_lps: np.ndarray) -> list[LevelMeas
             axes[v] = normal if normal @ head >= 0 else -normal
     for v in present:
         if v in VERTEBRAE:
-            i = _ANATOMICAL_SEQUENCE.index(v)
-            near = [axes[d] for d in (_ANATOMICAL_SEQUENCE[i - 1], _ANATOMICAL_SEQUENCE[i + 1]) if d in axes]
+            i = ANATOMICAL_SEQUENCE.index(v)
+            near = [axes[d] for d in (ANATOMICAL_SEQUENCE[i - 1], ANATOMICAL_SEQUENCE[i + 1]) if d in axes]
             if near:
                 axes[v] = _unit(np.sum(near, axis=0))
     for v, axis in axes.items():
@@ -285,4 +281,4 @@ def _touches_square(mask: np.ndarray) -> bool:
 
 def measurements_table(levels: list[LevelMeasurements]) -> list[dict]:
     """Plain JSON rows (report.json and ``*_measurements.json``)."""
-    return [{"name": STRUCTURES[m.label]["name"], **m.as_dict()} for m in levels]
+    return [{"name": NAMES[m.label], **m.as_dict()} for m in levels]

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from spineseg.outputs.codes_table import STRUCTURES
-from spineseg.inference.numbering import level_name
+from spineseg.labels import level_name
 
 PHANTOM_BANNER = "PHANTOM MODEL - NOT FOR CLINICAL USE"
 FONT_NAMES = ("DejaVuSans-Bold.ttf",)

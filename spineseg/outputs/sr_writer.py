@@ -31,7 +31,8 @@ from pydicom.sr.codedict import codes
 
 from spineseg import APP_NAME, __version__
 from spineseg.outputs.codes_table import STRUCTURES
-from spineseg.outputs.measurements import CANAL, CORD, LevelMeasurements
+from spineseg.labels import CANAL, CORD
+from spineseg.outputs.measurements import LevelMeasurements
 from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
 SR_SERIES_OFFSET = 3000

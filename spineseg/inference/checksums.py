@@ -1,0 +1,13 @@
+"""SHA-256 of a file, read in 1 MiB pieces: the identity of a checkpoint and of an exported IR's files."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
