@@ -1,4 +1,4 @@
-"""Sends the written SEGs to the configured STOW-RS / C-STORE destinations (none: records that)."""
+"""Sends the written DICOM objects to the configured STOW-RS / C-STORE destinations (none: records that)."""
 from monai.deploy.core import OperatorSpec
 
 from spineseg.pipeline import deliver_results
@@ -15,5 +15,5 @@ class DeliveryOperator(SpineSegOperator):
 
     def compute(self, op_input, op_output, context):
         written = op_input.receive("written")
-        deliver_results(self.config, self.report)     # raises DeliveryError (exit 5) when not delivered
+        deliver_results(written, self.config, self.report)   # DeliveryError (exit 5) when not delivered
         op_output.emit(written, "delivered")

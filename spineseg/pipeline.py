@@ -420,19 +420,20 @@ def unmeasured(levels: list) -> str:
             "enough for a volume, height or canal section")
 
 
-def seg_files(report: RunReport) -> list[Path]:
-    """Every DICOM object of the run, to deliver: per series its SEG, then its SR and review picture."""
+def seg_files(entries: list[dict], output_dir: Path) -> list[Path]:
+    """Every DICOM object written for ``entries`` (write_study's), to deliver: per series its SEG, then its SR
+    and review picture."""
     files = []
-    for e in report.processed:
+    for e in entries:
         records = e.get("dicom_outputs") or ([{"file": e["outputs"]["seg"]}] if "seg" in e.get("outputs", {}) else [])
-        files += [report.output_dir / r["file"] for r in records]
+        files += [Path(output_dir) / r["file"] for r in records]
     return files
 
 
-def deliver_results(cfg: AppConfig, report: RunReport) -> None:
+def deliver_results(entries: list[dict], cfg: AppConfig, report: RunReport) -> None:
     """Send the SEGs; raise DeliveryError (exit 5) when a configured destination did not take them."""
     with report.stage("deliver"):
-        report.delivery = deliver_all(seg_files(report), cfg.destinations, cfg.retry)
+        report.delivery = deliver_all(seg_files(entries, cfg.output_dir), cfg.destinations, cfg.retry)
     failed = [d for d in report.delivery.get("destinations", []) if d["status"] != "delivered"]
     if failed:
         raise DeliveryError("DELIVERY_FAILED", "Results are in the output folder but were not delivered to "
@@ -440,21 +441,40 @@ def deliver_results(cfg: AppConfig, report: RunReport) -> None:
                             + ". Re-send later with `python -m spineseg.resend OUTPUT_FOLDER`.")
 
 
-def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
-    """The whole job without Holoscan (used by tests and by the operators' logic)."""
-    scan = scan_study(cfg, report)
-    chosen = choose_series(scan, cfg, report)
-    models = get_models(cfg, report)
-    taken: set[str] = set()
+def segment_study(chosen: list[SeriesInfo], study: list[SeriesInfo], models: ModelPair, cfg: AppConfig,
+                  report: RunReport) -> list[tuple[Volume, SegmentationResult]]:
+    """Load and segment each chosen series (a partner of ``study`` names the levels of one without a
+    landmark; each series is segmented once per run), then give the study one numbering where stations of
+    one Frame of Reference disagree."""
     done: dict = {}
     segmented = []
     for series in chosen:
         volume = load_series(series, cfg, report)
-        segmented.append((volume, segment_series(volume, scan.series, models, cfg, report, done)))
+        segmented.append((volume, segment_series(volume, study, models, cfg, report, done)))
     check_station_agreement(segmented)
-    for volume, result in segmented:
-        report.processed.append(write_results(volume, result, models, cfg, report, output_stem(volume, taken)))
-    del segmented
-    deliver_results(cfg, report)
-    return report.processed
+    return segmented
 
+
+def write_study(segmented: list[tuple[Volume, SegmentationResult]], models: ModelPair, cfg: AppConfig,
+                report: RunReport) -> list[dict]:
+    """Write every series' outputs; their report entries, in order (each also recorded in the report as
+    soon as it is written)."""
+    taken: set[str] = set()
+    entries = []
+    for volume, result in segmented:
+        entries.append(write_results(volume, result, models, cfg, report, output_stem(volume, taken)))
+        report.processed.append(entries[-1])
+    return entries
+
+
+def run_all(cfg: AppConfig, report: RunReport) -> list[dict]:
+    """The whole job as plain calls (``--engine plain``); the Holoscan graph runs the same stages, one
+    operator each, with the same data on its ports (operators/)."""
+    scan = scan_study(cfg, report)
+    chosen = choose_series(scan, cfg, report)
+    models = get_models(cfg, report)
+    segmented = segment_study(chosen, scan.series, models, cfg, report)
+    entries = write_study(segmented, models, cfg, report)
+    del segmented
+    deliver_results(entries, cfg, report)
+    return entries

@@ -134,9 +134,8 @@ def test_pipeline_turns_any_delivery_fault_into_delivery_failed(small_seg, tmp_p
     monkeypatch.setattr(delivery, "_stow_once", lambda *a: (_ for _ in ()).throw(MemoryError("odd")))
     cfg = AppConfig(tmp_path, small_seg.parent, destinations=[StowDestination("http://127.0.0.1:9/x")])
     report = RunReport(small_seg.parent)
-    report.processed.append({"outputs": {"seg": small_seg.name}})
     with pytest.raises(SpineSegError) as err:
-        deliver_results(cfg, report)
+        deliver_results([{"outputs": {"seg": small_seg.name}}], cfg, report)
     assert err.value.code == "DELIVERY_FAILED" and err.value.exit_code == 5
 
 
