@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,14 +56,29 @@ def main(argv=None) -> int:
             row = {"variant": variant, "fov": fov, "seed": SEEDS[fov], "levels_correct": correct, "levels": total,
                    "accuracy": round(correct / total, 4), "anchors": n.anchors, "confidence": n.confidence,
                    "short": n.short, "warnings": n.warnings, "seconds": round(time.perf_counter() - t0, 1),
-                   "wrong_but_silent": correct / total < 0.95 and not n.warnings}
+                   "wrong_but_silent": correct / total < 0.95 and not n.warnings,
+                   "field_of_view_cannot_verify": n.cannot_verify}
+            # wrong without a warning, where the field of view itself cannot show the error and the report
+            # and the review picture say what it cannot verify (e.g. 11 rib-bearing vertebrae seen lumbar-only)
+            row["silent_but_unverifiable_here"] = row["wrong_but_silent"] and bool(n.cannot_verify)
             rows.append(row)
             print(f"{variant:14s} {fov:7s} {correct:2d}/{total:2d} levels  anchors {'+'.join(n.anchors) or '-':14s} "
                   f"{n.confidence:8s} {n.short!r}  silent-wrong={row['wrong_but_silent']}")
-    silent = [r for r in rows if r.get("wrong_but_silent")]
-    print(f"\n{len(silent)} case(s) numbered wrong without a warning")
+    silent = [r for r in rows if r.get("wrong_but_silent") and not r["silent_but_unverifiable_here"]]
+    told = [r for r in rows if r.get("silent_but_unverifiable_here")]
+    print(f"\n{len(silent)} case(s) numbered wrong without a warning where the field of view could show it")
+    for r in told:
+        print(f"{r['variant']} {r['fov']}: wrong without a warning; the field of view cannot verify it, and the report "
+              f"and review picture say so: {'; '.join(r['field_of_view_cannot_verify'])}")
     if a.json:
-        a.json.write_text(json.dumps({"bench": "variant_accuracy", "models": str(a.models),
+        import datetime
+        import platform
+        import subprocess
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+        recorded = {"date": datetime.date.today().isoformat(), "commit": commit.strip(),
+                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+        a.json.write_text(json.dumps({"bench": "variant_accuracy", "recorded": recorded,
+                                      "models": str(a.models.resolve().relative_to(ROOT) if a.models.resolve().is_relative_to(ROOT) else a.models),
                                       "slice_thickness": a.slice_thickness, "pixel": a.pixel, "rows": rows},
                                      indent=1) + "\n")
     return 1 if silent else 0
