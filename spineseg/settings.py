@@ -8,9 +8,10 @@ never copied into a message: a message names the setting, not its value.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -195,7 +196,7 @@ def destinations_from_settings(settings: dict | None = None, env: dict | None = 
         out.append(StowDestination(
             url=url, user=user, password=password, token=token, ca_bundle=ca,
             verify_tls=to_bool("SPINESEG_STOW_VERIFY_TLS", stow.get("verify_tls", True)),
-            timeout=to_float("spineseg.delivery.send.stow.timeout", stow.get("timeout", 30.0), 0.1, 3600)))
+            timeout=to_float("spineseg.delivery.stow.timeout (SPINESEG_STOW_TIMEOUT)", stow.get("timeout", 30.0), 0.1, 3600)))
     if cstore.get("host"):
         host = to_text("SPINESEG_CSTORE_HOST", cstore["host"], max_len=253)
         ca = to_text("SPINESEG_CSTORE_CA_BUNDLE", cstore["ca_bundle"]) if "ca_bundle" in cstore else None
@@ -204,7 +205,7 @@ def destinations_from_settings(settings: dict | None = None, env: dict | None = 
             called_aet=to_aet("SPINESEG_CSTORE_AET", cstore.get("called_aet", "ANY-SCP")),
             calling_aet=to_aet("SPINESEG_CSTORE_CALLING_AET", cstore.get("calling_aet", "SPINESEG")),
             tls=to_bool("SPINESEG_CSTORE_TLS", cstore.get("tls", False)), ca_bundle=ca,
-            timeout=to_float("spineseg.delivery.send.cstore.timeout", cstore.get("timeout", 30.0), 0.1, 3600)))
+            timeout=to_float("spineseg.delivery.cstore.timeout (SPINESEG_CSTORE_TIMEOUT)", cstore.get("timeout", 30.0), 0.1, 3600)))
     return out
 
 
@@ -250,6 +251,32 @@ class OutputSettings:
 OUTPUTS_ENV = (("SPINESEG_REVIEW_IMAGE", "review_image"), ("SPINESEG_MEASUREMENTS", "measurements"))
 
 
+def known_keys() -> dict:
+    """Every key app.yaml's ``spineseg`` section may hold: a nested dict (a section) or None (a value)."""
+    keys = dict.fromkeys
+    return {
+        **keys(("device", "backend", "partner", "partner_max_attempts", "model_release", "max_voxels")),
+        "seg": keys(f.name for f in fields(SegSettings)),
+        "selection": keys(f.name for f in fields(SelectionRules)),
+        "outputs": keys(key for _, key in OUTPUTS_ENV),
+        "delivery": {"stow": keys(key for _, key in STOW_ENV), "cstore": keys(key for _, key in CSTORE_ENV),
+                     "retry": keys(key for _, key in RETRY_ENV)},
+    }
+
+
+def check_known_keys(settings: dict | None, known: dict | None = None, where: str = "spineseg") -> None:
+    """BAD_SETTING for a key app.yaml's ``spineseg`` section does not define, at any depth, naming the key as
+    written and the nearest valid one: a misspelt key (``devcie: cuda``) would otherwise be silently ignored."""
+    known = known_keys() if known is None else known
+    for key, value in (settings or {}).items():
+        if key not in known:
+            near = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+            hint = f"; did you mean {where}.{near[0]}?" if near else f"; valid keys there: {', '.join(sorted(known))}"
+            raise bad_setting(f"unknown setting {where}.{key} in app.yaml{hint}")
+        if isinstance(known[key], dict) and isinstance(value, dict):
+            check_known_keys(value, known[key], f"{where}.{key}")
+
+
 def outputs_from_settings(settings: dict | None = None, env: dict | None = None) -> OutputSettings:
     env = os.environ if env is None else env
     o = _merged(settings, ("outputs",), env, OUTPUTS_ENV)
@@ -280,6 +307,7 @@ class AppConfig:
     def from_settings(cls, input_dir: Path, output_dir: Path, models_dir: Path | None,
                       settings: dict | None = None, env: dict | None = None) -> "AppConfig":
         """Settings from app.yaml's ``spineseg`` section, then SPINESEG_* environment overrides."""
+        check_known_keys(settings)
         s = dict(settings or {})
         env = os.environ if env is None else env
         seg, sel = _section(s, "seg"), _section(s, "selection")
@@ -302,7 +330,7 @@ class AppConfig:
         if "all_eligible" in sel:
             sel["all_eligible"] = to_bool("SPINESEG_ALL_SERIES", sel["all_eligible"])
         if "min_slices" in sel:
-            sel["min_slices"] = to_int("spineseg.input.selection.min_slices", sel["min_slices"], 2, 100_000)
+            sel["min_slices"] = to_int("spineseg.selection.min_slices", sel["min_slices"], 2, 100_000)
         device = to_text("SPINESEG_DEVICE", s.get("device", "auto")).lower()
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise bad_setting(f"SPINESEG_DEVICE={device!r} must be auto, cpu or cuda")
