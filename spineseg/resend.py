@@ -29,7 +29,7 @@ from spineseg.delivery.send import SEG_STORAGE, deliver_all
 from spineseg.errors import EXIT_BAD_INPUT, EXIT_DELIVERY, EXIT_OK, InputError, SpineSegError
 from spineseg.outputs.output_folder import lock_output
 from spineseg.report import REPORT_NAME
-from spineseg.settings import destinations_from_settings, load_settings, policy_from_settings
+from spineseg.settings import check_known_keys, destinations_from_settings, load_settings, policy_from_settings
 
 SEGMENTATION_CLASSES = (SEG_STORAGE, "1.2.840.10008.5.1.4.1.1.66.7")   # Segmentation, Label Map Segmentation
 
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
 
 def _resend(folder: Path, report_path: Path, report: dict) -> int:
     files = recorded_objects(folder, report)
-    settings = load_settings()                # the same settings file as the app
+    settings = load_settings()                # the same settings file as the app, checked as the app checks it
+    check_known_keys(settings)
     destinations, policy = destinations_from_settings(settings), policy_from_settings(settings)
     delivery = deliver_all(files, destinations, policy)
     delivery["resent"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
