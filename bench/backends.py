@@ -85,6 +85,7 @@ class Shadowed:
     def __init__(self, full, bundled, keep: Path, step: str):
         self.full, self.bundled, self.keep, self.step = full, bundled, keep, step
         self.info, self.n_inputs, self.ir_source = bundled.info, bundled.n_inputs, full.ir_source
+        self.ir_warning = full.ir_warning
         self.full_s = self.bundled_s = 0.0
 
     def predict(self, channels):

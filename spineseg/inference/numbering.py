@@ -163,10 +163,9 @@ def field_of_view_edges(labels: np.ndarray, affine_lps: np.ndarray) -> tuple[lis
     axis = int(np.argmax(np.abs(np.asarray(affine_lps)[2, :3])))      # array axis closest to head-foot
     first = set(np.unique(np.take(labels, 0, axis=axis)).tolist())
     last = set(np.unique(np.take(labels, labels.shape[axis] - 1, axis=axis)).tolist())
-    levels = LEVELS
 
     def names(vals):
-        return [level_name(v) for v in sorted(vals & levels, key=lambda v: (_rank(v), v))]
+        return [level_name(v) for v in sorted(vals & LEVELS, key=_rank)]
     superior_is_last = affine_lps[2, axis] > 0                          # LPS z grows to the head
     return (names(last), names(first)) if superior_is_last else (names(first), names(last))
 
@@ -215,7 +214,7 @@ def assess(network: np.ndarray, labelled: np.ndarray, params: dict,
     v_seq = _present_in_order(values, VERTEBRAE, L6, SACRUM)
     d_seq = _present_in_order(values, DISCS, L5L6, None)
     missing_values = sorted(set(_gaps(values, v_seq)) | set(_gaps(values, d_seq)), key=_rank)
-    named = sorted((v for v in values if v in VERTEBRAE or v in DISCS or v == SACRUM), key=_rank)
+    named = sorted((v for v in values if v in LEVELS), key=_rank)
     numbering = Numbering(anchors, landmarks, lumbar,
                           (level_name(named[0]), level_name(named[-1])) if named else None,
                           [level_name(v) for v in missing_values])

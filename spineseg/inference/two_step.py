@@ -7,7 +7,6 @@ lookup (and hence no torchvision import), no worker process and no intermediate 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -293,14 +292,14 @@ class ModelPair:
 
     def describe(self) -> dict:
         steps = {name: {**m.info.as_dict(), **({"openvino_ir": m.ir_source} if m.ir_source else {}),
-                        **({"openvino_ir_warning": m.ir_warning} if getattr(m, "ir_warning", None) else {})}
+                        **({"openvino_ir_warning": m.ir_warning} if m.ir_warning else {})}
                  for name, m in (("step1", self.step1), ("step2", self.step2))}
         return {"device": self.device, "backend": self.backend, **steps}
 
     @property
     def warnings(self) -> list[str]:
         """What the run's report should warn about how the networks were loaded (a cached IR made again)."""
-        return [m.ir_warning for m in (self.step1, self.step2) if getattr(m, "ir_warning", None)]
+        return [m.ir_warning for m in (self.step1, self.step2) if m.ir_warning]
 
     @property
     def kind(self) -> str:

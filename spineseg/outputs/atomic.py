@@ -18,7 +18,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
@@ -72,10 +72,7 @@ def write_atomic(path: Path, writer: Callable[[BinaryIO], None], *, result: bool
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
-        if result:
-            with results_gate():
-                os.replace(tmp_path, path)
-        else:
+        with results_gate() if result else nullcontext():
             os.replace(tmp_path, path)
     except OSError as exc:                   # unwritable folder, full disk: a coded error, not a traceback
         raise output_error(path, exc) from exc
