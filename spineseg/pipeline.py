@@ -382,7 +382,7 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
                                            "phantom_model": phantom, "definitions": "README.md#measurements",
                                            "levels": table})
         with report.stage("write_sr"):
-            sr = build_measurement_sr(seg, sources, levels, phantom)
+            sr = build_measurement_sr(seg, sources, levels, phantom, volume)
             sr_path = write_dicom_atomic(sr, cfg.output_dir / f"{stem}_measurements_sr.dcm") if sr else None
         entry["measurements"] = table
         entry["outputs"]["measurements_json"] = json_path.name

@@ -73,7 +73,7 @@ def _group(seg: Dataset, segment: Dataset, value: int, measurements: list, algor
 
 
 def build_measurement_sr(seg: Dataset, source_datasets: list[Dataset], levels: list[LevelMeasurements],
-                         phantom: bool) -> Dataset | None:
+                         phantom: bool, volume=None) -> Dataset | None:
     """Comprehensive 3D SR holding every measurement of ``levels``, tied to ``seg``'s segments; None when
     there is no measurement to hold (see the module's documentation)."""
     import highdicom as hd
