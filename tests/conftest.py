@@ -24,6 +24,7 @@ MODELS = ROOT / "models"
 FILE_TIERS = {
     "test_container_image.py": ("container", "pacs", "slow"),
     "test_map_package.py": ("container",),
+    "test_mde_docker_plugin.py": ("container", "slow"),
     "test_ohif_display.py": ("browser", "pacs", "slow"),
     "test_pacs_orthanc.py": ("pacs",),
     "test_reference_cli.py": ("slow",),

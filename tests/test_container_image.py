@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import pydicom
@@ -21,55 +20,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, OrthancServer
+from container_helpers import IMAGE, demo_study, docker, image, readable_by_all  # noqa: F401 (fixtures)
 
-IMAGE = os.environ.get("SPINESEG_IMAGE", "spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0")
 APP_YAML = yaml.safe_load((ROOT / "app.yaml").read_text())
 SIZE_BUDGET = 3e9                      # bytes (issue 14)
 # a uid the image does not know, as OpenShift-style hosts assign; a non-root runner uses its own
 UID = 4242 if os.geteuid() == 0 else os.getuid()
-
-
-def docker(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def _unavailable(reason: str):
-    if os.environ.get("SPINESEG_REQUIRE_IMAGE"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def image() -> dict:
-    if shutil.which("docker") is None:
-        _unavailable("no docker client on PATH (apt-get install docker.io)")
-    try:
-        info = docker("info", timeout=30)
-    except subprocess.TimeoutExpired:
-        info = None
-    if info is None or info.returncode != 0:
-        _unavailable("no Docker engine (docker info failed); tools/container_engine.sh starts one, then make image")
-    inspect = docker("image", "inspect", IMAGE)
-    if inspect.returncode != 0:
-        _unavailable(f"image {IMAGE} not built: make image")
-    return json.loads(inspect.stdout)[0]
-
-
-def readable_by_all(path):
-    path.chmod(0o755)
-    for p in path.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return path
-
-
-@pytest.fixture(scope="module")
-def demo_study(tmp_path_factory):
-    """The study `make demo` uses (same generator, same options)."""
-    out = tmp_path_factory.mktemp("container_demo") / "study"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "phantom.py"), "--seed", "7", "--fov", "lumbar",
-                    "--slice-thickness", "3.5", "--pixel", "0.6", "--out", str(out)],
-                   check=True, capture_output=True, timeout=300)
-    return readable_by_all(out / "dicom")
 
 
 def output_folder(tmp_path):
@@ -181,8 +137,8 @@ def assert_clean_start(log):
 
 
 def test_runs_as_the_argo_template_runs_it(image, demo_study, tmp_path):
-    """MONAI Deploy Express runs the MAP through deploy/argo/spine-seg-cpu.yaml: its image, its command (which
-    bypasses the image's entry point), its variables, paths and limits."""
+    """MONAI Deploy on Kubernetes runs the MAP through deploy/argo/spine-seg-cpu.yaml: its image, its command
+    (which bypasses the image's entry point), its variables, paths and limits."""
     template = yaml.safe_load((ROOT / "deploy" / "argo" / "spine-seg-cpu.yaml").read_text())
     step = next(t for t in template["spec"]["templates"] if "container" in t)
     container = step["container"]

@@ -1,0 +1,59 @@
+"""What the container tests share: the MAP image's name, the `docker` client, the `image` fixture (skips, or
+fails under SPINESEG_REQUIRE_IMAGE=1, without an engine or the image) and the demo study as `make demo` makes it.
+Import the fixtures by name into a test module to use them."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+IMAGE = os.environ.get("SPINESEG_IMAGE", "spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0")
+
+
+def docker(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def unavailable(reason: str):
+    if os.environ.get("SPINESEG_REQUIRE_IMAGE"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def image() -> dict:
+    if shutil.which("docker") is None:
+        unavailable("no docker client on PATH (apt-get install docker.io)")
+    try:
+        info = docker("info", timeout=30)
+    except subprocess.TimeoutExpired:
+        info = None
+    if info is None or info.returncode != 0:
+        unavailable("no Docker engine (docker info failed); tools/container_engine.sh starts one, then make image")
+    inspect = docker("image", "inspect", IMAGE)
+    if inspect.returncode != 0:
+        unavailable(f"image {IMAGE} not built: make image")
+    return json.loads(inspect.stdout)[0]
+
+
+def readable_by_all(path):
+    path.chmod(0o755)
+    for p in path.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_study(tmp_path_factory):
+    """The study `make demo` uses (same generator, same options)."""
+    out = tmp_path_factory.mktemp("container_demo") / "study"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "phantom.py"), "--seed", "7", "--fov", "lumbar",
+                    "--slice-thickness", "3.5", "--pixel", "0.6", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return readable_by_all(out / "dicom")
