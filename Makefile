@@ -31,6 +31,8 @@ demo: $(STAMP)
 	@echo "Measurements (DICOM SR):     $$(ls $(DEMO)/output/*_measurements_sr.dcm)"
 	@echo "Review picture (PNG):        $$(ls $(DEMO)/output/*_review.png)"
 	@echo "Review picture (DICOM SC):   $$(ls $(DEMO)/output/*_review_sc.dcm)"
+	@echo "Measurement table (PNG):     $$(ls $(DEMO)/output/*_measurements_table.png)"
+	@echo "Measurement table (SC, 2nd): $$(ls $(DEMO)/output/*_measurements_table_sc.dcm)"
 	@echo "Report:                      $(DEMO)/output/report.json"
 
 # The whole suite, two test files at a time (pytest-xdist; a file's tests stay on one worker, so its

@@ -18,10 +18,11 @@ from spineseg.inference.stations import AGREEMENT_FLOOR, anchor_rank, renumber
 from spineseg.inference.stations import compare as compare_stations
 from spineseg.inference.two_step import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
 from spineseg.input.localizer import partner_candidates, same_frame
+from spineseg.outputs.measurement_table import render_measurement_table
 from spineseg.outputs.measurements import measure_levels, measurements_table
 from spineseg.report import RunReport, structures_found
 from spineseg.outputs.review_image import render_review, write_png
-from spineseg.outputs.sc_writer import build_review_sc
+from spineseg.outputs.sc_writer import build_review_sc, build_table_sc
 from spineseg.outputs.seg_writer import build_seg, encoding_record, weights_release, write_label_nifti, write_seg
 from spineseg.input.selection import select_series
 from spineseg.outputs.sr_writer import build_measurement_sr
@@ -371,7 +372,8 @@ def dicom_record(kind: str, ds, path: Path) -> dict:
 def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: ModelPair, cfg: AppConfig,
                        report: RunReport, stem: str, entry: dict, sources: list, source_labels) -> None:
     """Beside the SEG: per-level measurements (JSON and DICOM SR TID 1500) and the review picture (PNG and
-    DICOM Secondary Capture), each optional (``spineseg.outputs``); all written atomically and listed."""
+    DICOM Secondary Capture), each optional (``spineseg.outputs``); with both, and an SR written, the
+    measurement table too (PNG, and the second image of the review series); all written atomically and listed."""
     phantom = models.kind == "phantom"
     if cfg.outputs.measurements:
         with report.stage("measure"):
@@ -396,11 +398,7 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
             report.add_output(sr_path)
     if cfg.outputs.review_image:
         with report.stage("review_image"):
-            footer = [result.numbering.content if result.numbering else "",
-                      *(f"Not verifiable in this view: {limit}" for limit in
-                        (result.numbering.cannot_verify if result.numbering else [])),
-                      f"{APP_NAME} {__version__} - TotalSpineSeg {weights_release(models.describe())} - "
-                      "derived image, not for primary diagnosis"]
+            footer = review_footer(result, models)
             rgb, plane = render_review(volume.array, result.labels, volume.affine, phantom=phantom, footer=footer)
             png = write_png(rgb, cfg.output_dir / f"{stem}_review.png")
             sc = build_review_sc(volume, rgb, plane, str(seg.SOPInstanceUID), phantom)
@@ -409,6 +407,27 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
         entry["dicom_outputs"].append(dicom_record("sc", sc, sc_path))
         report.add_output(png)
         report.add_output(sc_path)
+        if "measurements_sr" in entry["outputs"]:     # the SR's values, for the viewers that show no SR
+            with report.stage("measurement_table"):
+                table = render_measurement_table(levels, phantom=phantom, footer=footer)
+                table_png = write_png(table.rgb, cfg.output_dir / f"{stem}_measurements_table.png")
+                table_sc = build_table_sc(volume, table.rgb, plane, str(seg.SOPInstanceUID), phantom)
+                table_path = write_dicom_atomic(table_sc, cfg.output_dir / f"{stem}_measurements_table_sc.dcm")
+            entry["outputs"].update({"measurements_table_png": table_png.name,
+                                     "measurements_table_sc": table_path.name})
+            entry["dicom_outputs"].append(dicom_record("sc_table", table_sc, table_path))
+            report.add_output(table_png)
+            report.add_output(table_path)
+
+
+def review_footer(result: SegmentationResult, models: ModelPair) -> list[str]:
+    """The lines under the review picture and the measurement table: the numbering's confidence, what the
+    field of view cannot verify, and the app, weights and derived-image line."""
+    numbering = result.numbering
+    return [numbering.content if numbering else "",
+            *(f"Not verifiable in this view: {limit}" for limit in (numbering.cannot_verify if numbering else [])),
+            f"{APP_NAME} {__version__} - TotalSpineSeg {weights_release(models.describe())} - "
+            "derived image, not for primary diagnosis"]
 
 
 def unmeasured(levels: list) -> str:
@@ -421,8 +440,8 @@ def unmeasured(levels: list) -> str:
 
 
 def seg_files(entries: list[dict], output_dir: Path) -> list[Path]:
-    """Every DICOM object written for ``entries`` (write_study's), to deliver: per series its SEG, then its SR
-    and review picture."""
+    """Every DICOM object written for ``entries`` (write_study's), to deliver: per series its SEG, then its SR,
+    review picture and measurement table."""
     files = []
     for e in entries:
         records = e.get("dicom_outputs") or ([{"file": e["outputs"]["seg"]}] if "seg" in e.get("outputs", {}) else [])

@@ -81,13 +81,17 @@ def test_every_writer_copes_and_the_sr_is_written_only_with_something_to_report(
     assert [row["label"] for row in table] == [m.label for m in measure_levels(labels, volume.affine)]
     measured = any(row[k] is not None for row in table for k in MEASURED)
     assert ("measurements_sr" in outputs) == measured
-    assert [r["kind"] for r in entry["dicom_outputs"]] == ["seg", *(["sr"] if measured else []), "sc"]
+    # the measurement table (second image of the review series) only beside an SR
+    assert [r["kind"] for r in entry["dicom_outputs"]] == ["seg", *(["sr"] if measured else []), "sc",
+                                                           *(["sc_table"] if measured else [])]
+    assert ("measurements_table_sc" in outputs) == ("measurements_table_png" in outputs) == measured
     warned = [w for w in report.warnings if "no measurement SR written" in w]
     if measured:
         assert not warned
         sr = tmp_path / "out" / outputs["measurements_sr"]
         assert run_dciodvfy(sr)[0] == []
         assert pydicom.dcmread(sr).CurrentRequestedProcedureEvidenceSequence
+        assert run_dciodvfy(tmp_path / "out" / outputs["measurements_table_sc"])[0] == []
     else:
         assert len(warned) == 1 and warned[0].startswith("series 5: nothing could be measured")
     assert set(report.outputs) == set(outputs.values())

@@ -117,9 +117,10 @@ def test_app_keeps_results_when_pacs_is_down_and_resend_delivers_later(orthanc, 
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "succeeded" and report["delivery"]["destinations"][0]["status"] == "delivered"
     assert len(orthanc.find(pydicom.dcmread(seg_file).SOPInstanceUID)) == 1
-    # the measurement SR and the review Secondary Capture travel with the SEG: Orthanc holds all three
+    # the measurement SR and the review Secondary Capture (picture and measurement table) travel with the SEG:
+    # Orthanc holds all four
     records = report["processed"][0]["dicom_outputs"]
-    assert [r["kind"] for r in records] == ["seg", "sr", "sc"]
+    assert [r["kind"] for r in records] == ["seg", "sr", "sc", "sc_table"]
     for r in records:
         found = orthanc.find(r["sop_instance_uid"])
         assert len(found) == 1, r

@@ -266,10 +266,11 @@ def test_the_app_writes_seg_sr_and_review_from_one_multiframe_mr_object(tmp_path
     (entry,) = report["processed"]
     assert report["status"] == "succeeded" and entry["series_instance_uid"] == source.SeriesInstanceUID
     files = {key: out / entry["outputs"][key] for key in ("seg", "measurements_sr", "review_sc", "review_png",
+                                                           "measurements_table_sc", "measurements_table_png",
                                                            "measurements_json", "label_map")}
     assert all(p.is_file() for p in files.values())
-    assert [r["kind"] for r in entry["dicom_outputs"]] == ["seg", "sr", "sc"]
-    for key in ("seg", "measurements_sr", "review_sc"):
+    assert [r["kind"] for r in entry["dicom_outputs"]] == ["seg", "sr", "sc", "sc_table"]
+    for key in ("seg", "measurements_sr", "review_sc", "measurements_table_sc"):
         assert run_dciodvfy(files[key])[0] == [], key
     seg = pydicom.dcmread(files["seg"], stop_before_pixels=True)
     assert {str(r.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence

@@ -74,13 +74,15 @@ def test_a_failed_run_does_not_leave_the_previous_seg_beside_its_report(tmp_path
 
 # every stage boundary of a one-series run, in order; SPINESEG_TEST_SIGNAL_AT signals as the stage begins
 STAGES = ["scan", "select", "load_models", "load_pixels", "write_nifti", "write_seg", "measure", "write_sr",
-          "review_image", "deliver"]
+          "review_image", "measurement_table", "deliver"]
 # what the run has placed in the folder when each stage begins (a name ends so)
 WRITTEN_BEFORE = {"write_seg": ["_labels.nii.gz"], "measure": ["_labels.nii.gz", "_seg.dcm"],
                   "deliver": ["_labels.nii.gz", "_seg.dcm", "_measurements.json", "_measurements_sr.dcm",
-                              "_review.png", "_review_sc.dcm"]}
+                              "_review.png", "_review_sc.dcm", "_measurements_table.png",
+                              "_measurements_table_sc.dcm"]}
 WRITTEN_BEFORE["write_sr"] = WRITTEN_BEFORE["measure"] + ["_measurements.json"]
 WRITTEN_BEFORE["review_image"] = WRITTEN_BEFORE["write_sr"] + ["_measurements_sr.dcm"]
+WRITTEN_BEFORE["measurement_table"] = WRITTEN_BEFORE["review_image"] + ["_review.png", "_review_sc.dcm"]
 
 
 def assert_interrupted_and_consistent(out, report, stage):

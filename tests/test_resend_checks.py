@@ -86,16 +86,17 @@ def test_resend_sends_nothing_that_the_report_did_not_record(tmp_path, small_seg
 
 
 def test_resend_sends_seg_sr_and_review_picture_and_refuses_a_swapped_sr(tmp_path, small_seg):
-    """A report listing SEG, SR and Secondary Capture: all three go; an SR replaced by another file, none."""
+    """A report listing SEG, SR and the Secondary Capture series' two images (review picture and measurement
+    table, one series): all four go; an SR replaced by another file, none."""
     out = tmp_path / "out"
     make_output(out, small_seg)
     seg = pydicom.dcmread(small_seg)
     records = [{"kind": "seg", "file": "series-001_seg.dcm", "sop_class_uid": str(seg.SOPClassUID),
                 "sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID)}]
-    for kind, suffix in (("sr", "1"), ("sc", "2")):
+    for kind, suffix, series in (("sr", "1", "1"), ("sc", "2", "2"), ("sc_table", "3", "2")):
         other = pydicom.dcmread(small_seg)
         other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = f"{seg.SOPInstanceUID}.{suffix}"
-        other.SeriesInstanceUID = f"{seg.SeriesInstanceUID}.{suffix}"
+        other.SeriesInstanceUID = f"{seg.SeriesInstanceUID}.{series}"
         other.save_as(out / f"series-001_{kind}.dcm")
         records.append({"kind": kind, "file": f"series-001_{kind}.dcm", "sop_class_uid": str(other.SOPClassUID),
                         "sop_instance_uid": str(other.SOPInstanceUID),
@@ -103,6 +104,8 @@ def test_resend_sends_seg_sr_and_review_picture_and_refuses_a_swapped_sr(tmp_pat
     report = json.loads((out / "report.json").read_text())
     report["processed"][0]["dicom_outputs"] = records
     (out / "report.json").write_text(json.dumps(report))
+    from spineseg.resend import recorded_objects
+    assert [p.name for p in recorded_objects(out, report)] == [r["file"] for r in records]
     uids = [r["sop_instance_uid"] for r in records]
     with FakeStow("ok", *uids) as pacs:
         proc = resend(out, pacs.url)

@@ -112,7 +112,7 @@ def render_review(array: np.ndarray, labels: np.ndarray, affine_lps: np.ndarray,
     font = ImageFont.truetype(str(font_path()), tag_px)
     small = ImageFont.truetype(str(font_path()), max(16, int(tag_px * 0.8)))
     banner_h = int(tag_px * 1.9) if phantom else 0
-    footer = [ln for line in footer if line for ln in _wrap(line, small, w + 2 * SIDE_MARGIN_PX - 16)]
+    footer = [ln for line in footer if line for ln in wrap_text(line, small, w + 2 * SIDE_MARGIN_PX - 16)]
     footer_h = int(len(footer) * small.size * 1.35) + 10
     canvas = Image.new("RGB", (w + 2 * SIDE_MARGIN_PX, h + banner_h + footer_h), (0, 0, 0))
     canvas.paste(Image.fromarray(picture), (SIDE_MARGIN_PX, banner_h))
@@ -128,7 +128,7 @@ def render_review(array: np.ndarray, labels: np.ndarray, affine_lps: np.ndarray,
     return np.asarray(canvas), plane
 
 
-def _wrap(text: str, font, width: float) -> list[str]:
+def wrap_text(text: str, font, width: float) -> list[str]:
     """Split ``text`` at spaces into lines no wider than ``width`` pixels in ``font``."""
     lines, line = [], ""
     for word in text.split():
