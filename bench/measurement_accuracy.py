@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         labels = segment_volume(vol.array, vol.affine, models).labels
         seg, _ = build_seg(vol.datasets, labels, fake_model_description(), None)
         t0 = time.perf_counter()
-        build_measurement_sr(seg, vol.datasets, list(model.values()), phantom=True)
+        build_measurement_sr(seg, vol.datasets, list(model.values()), True, vol)
         t_sr = time.perf_counter() - t0
         t0 = time.perf_counter()
         rgb, plane = render_review(vol.array, labels, vol.affine, phantom=True, footer=["x"])

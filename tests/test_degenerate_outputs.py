@@ -118,8 +118,8 @@ def test_the_sr_builder_makes_no_sr_without_a_measurement(series):
     volume, truth = series
     labels = all_cut(truth)
     seg, _ = build_seg(volume.datasets, labels, fake_model_description())
-    assert build_measurement_sr(seg, volume.datasets, [], phantom=True) is None
-    assert build_measurement_sr(seg, volume.datasets, measure_levels(labels, volume.affine), phantom=True) is None
+    assert build_measurement_sr(seg, volume.datasets, [], True, volume) is None
+    assert build_measurement_sr(seg, volume.datasets, measure_levels(labels, volume.affine), True, volume) is None
 
 
 def test_the_report_of_a_run_without_measurements_says_why_and_succeeds(series, tmp_path):

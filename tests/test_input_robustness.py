@@ -280,5 +280,11 @@ def test_the_app_writes_seg_sr_and_review_from_one_multiframe_mr_object(tmp_path
     assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID and ref.ReferencedSOPClassUID == source.SOPClassUID
     assert 1 <= int(ref.ReferencedFrameNumber) <= n_frames
     assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.PatientID == source.PatientID
-    groups = hd.sr.srread(files["measurements_sr"]).content.get_volumetric_roi_measurement_groups()
-    assert groups and all(g.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID for g in groups)
+    sr = hd.sr.srread(files["measurements_sr"])
+    assert str(seg.SOPInstanceUID) in {str(i.ReferencedSOPInstanceUID) for s in sr.CurrentRequestedProcedureEvidenceSequence
+                                       for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    # every value is drawn on a frame of the one multi-frame source
+    drawn = [c.ContentSequence[0].ReferencedSOPSequence[0] for g in sr.content.get_image_measurement_groups()
+             for m in g.get_measurements() for c in m.referenced_coordinates]
+    assert drawn and all(r.ReferencedSOPInstanceUID == source.SOPInstanceUID
+                         and 1 <= int(r.ReferencedFrameNumber) <= n_frames for r in drawn)

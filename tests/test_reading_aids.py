@@ -14,18 +14,12 @@ import phantom as P
 from conftest import run_dciodvfy
 from helpers import fake_model_description
 from spineseg.input.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.codes_table import STRUCTURES
 from spineseg.outputs.measurements import STEP_MM, measure_levels
 from spineseg.outputs.review_image import PHANTOM_BANNER, render_review
 from spineseg.outputs.sc_writer import build_review_sc
 from spineseg.outputs.seg_writer import SegSettings, build_seg, write_seg
 from spineseg.outputs.sr_writer import build_measurement_sr
-
-# dciodvfy (dicom3tools 20260927) only treats the classic Segmentation Storage class as "segmentation" when it
-# checks Referenced Segment Number; a reference to a Label Map Segmentation (PS3.4 2024, ...66.7) is valid
-# (PS3.3 C.17.3.2.1 / TID 1411) but draws this one message, and nothing else is accepted.
-LABELMAP_REFERENCE_FALSE_POSITIVE = ("ReferencedSegmentNumber",
-                                     "Shall not be present for Referenced SOP Class that is not segmentation")
-
 
 def ellipse_perimeter(a, b):
     return np.pi * (3 * (a + b) - np.sqrt((3 * a + b) * (a + 3 * b)))   # Ramanujan
@@ -103,37 +97,101 @@ def demo_like(tmp_path_factory):
     return (out, *lumbar_series(out, 7, 3.5, 0.6))
 
 
+def drawn_values(sr) -> list[dict]:
+    """Each measurement of a written SR as a viewer reads it: label (Comment), tracking, value, unit and the
+    SCOORD it is drawn with (graphic type, (column, row) points, referenced image and frame)."""
+    out = []
+    for g in sr.content.get_image_measurement_groups():
+        (m,) = g.get_measurements()
+        (coords,) = m.referenced_coordinates
+        ref = coords.ContentSequence[0].ReferencedSOPSequence[0]
+        (comment,) = [i for i in g[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121106"]
+        out.append({"label": comment.TextValue, "tracking_identifier": g.tracking_identifier,
+                    "tracking_uid": g.tracking_uid, "finding": g.finding_type.value, "value": m.value,
+                    "unit": m.unit.value, "graphic": coords.GraphicType,
+                    "points": np.asarray(coords.GraphicData, float).reshape(-1, 2),
+                    "sop": str(ref.ReferencedSOPInstanceUID), "nested": len(m[0].ContentSequence)})
+    return out
+
+
+def reader_label(m, field: str) -> str:
+    """The label a reader sees for a value (README "Measurements"), e.g. "L4-L5 disc height, centre"."""
+    disc = 63 <= m.label <= 100
+    level = "Sacrum" if m.label == 50 else m.level
+    if field == "volume_mm3":
+        return f"{level} {'disc ' if disc else ''}volume"
+    if field.startswith("height_"):
+        return f"{level} {'disc' if disc else 'body'} height, {field.split('_')[1]}"
+    return {"canal_area_mm2": f"{level} canal area", "canal_ap_diameter_mm": f"{level} canal AP diameter",
+            "cord_area_mm2": f"{level} cord area"}[field]
+
+
+def image_point(vol, sop: str, column_row) -> np.ndarray:
+    """LPS of a (column, row) SCOORD point (PS3.3 C.18.6.1.2: the first pixel's centre is (0.5, 0.5))."""
+    k = [str(ds.SOPInstanceUID) for ds in vol.datasets].index(sop)
+    c, r = np.asarray(column_row, float) - 0.5
+    return vol.affine[:3, :3] @ np.array([k, r, c]) + vol.affine[:3, 3]
+
+
 @pytest.mark.parametrize("segmentation_type", ["BINARY", "LABELMAP"])
-def test_sr_is_valid_reads_back_and_references_the_seg_segments(demo_like, segmentation_type):
+def test_sr_is_valid_reads_back_and_draws_every_value_where_it_was_measured(demo_like, segmentation_type):
     import highdicom as hd
+
+    from spineseg.outputs.sr_writer import OHIF_LENGTH
 
     out, vol, labels = demo_like
     seg, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type=segmentation_type))
     seg_path = write_seg(seg, out / f"seg_{segmentation_type}.dcm")
     levels = measure_levels(labels, vol.affine)
-    sr = build_measurement_sr(seg, vol.datasets, levels, phantom=True)
+    sr = build_measurement_sr(seg, vol.datasets, levels, True, vol)
     sr_path = out / f"sr_{segmentation_type}.dcm"
     sr.save_as(sr_path, enforce_file_format=True)
-    errors, _ = run_dciodvfy(sr_path)
-    if segmentation_type == "LABELMAP":
-        errors = [e for e in errors if not all(part in e for part in LABELMAP_REFERENCE_FALSE_POSITIVE)]
-    assert errors == []
+    # no Referenced Segment any more, so not even dciodvfy's Label Map false positive is left
+    assert run_dciodvfy(sr_path)[0] == []
     assert sr.SeriesDescription.startswith("PHANTOM MODEL NOT FOR CLINICAL USE")
-    # every measurement comes back from highdicom, in a group tied to the right SEG segment
     back = hd.sr.srread(sr_path)
-    groups = back.content.get_volumetric_roi_measurement_groups()
-    expected = sum(v is not None for m in levels for v in (m.volume_mm3, m.height_anterior_mm, m.height_centre_mm,
-                                                           m.height_posterior_mm, m.canal_area_mm2,
-                                                           m.canal_ap_diameter_mm, m.cord_area_mm2))
-    assert sum(len(g.get_measurements()) for g in groups) == expected
-    segments = {int(s.SegmentNumber): s for s in pydicom.dcmread(seg_path).SegmentSequence}
-    for g in groups:
-        ref = g.referenced_segment
-        assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
-        segment = segments[ref.referenced_segment_numbers[0]]
-        assert g.tracking_uid == segment.TrackingUID and g.tracking_identifier == segment.TrackingID
-        assert g.finding_type.value == segment.SegmentedPropertyTypeCodeSequence[0].CodeValue
-    units = {m.unit.value for g in groups for m in g.get_measurements()}
+    drawn = drawn_values(back)
+    fields = ("volume_mm3", "height_anterior_mm", "height_centre_mm", "height_posterior_mm", "canal_area_mm2",
+              "canal_ap_diameter_mm", "cord_area_mm2")
+    expected = {(m.label, f): round(getattr(m, f), 2) for m in levels for f in fields if getattr(m, f) is not None}
+    assert len(drawn) == len(expected) >= 40
+    assert sorted(d["value"] for d in drawn) == sorted(expected.values())
+    # a value's NUM has its coordinates as its only child: OHIF drops a value with any other
+    assert all(d["nested"] == 1 for d in drawn)
+    by_label = {d["label"]: d for d in drawn}
+    assert len(by_label) == len(drawn)                      # one label per value, e.g. "L4-L5 disc height, centre"
+    segments = {str(s.SegmentLabel): s for s in pydicom.dcmread(seg_path).SegmentSequence}
+    lengths = 0
+    for m in levels:
+        for f in fields:
+            value = getattr(m, f)
+            if value is None:
+                continue
+            d = by_label[reader_label(m, f)]
+            assert d["value"] == round(value, 2)
+            assert d["unit"] == ("mm3" if f == "volume_mm3" else "mm2" if "area" in f else "mm")
+            spacing = np.linalg.norm(vol.affine[:3, 1:3], axis=0)[::-1]            # column, row
+            if f in ("volume_mm3", "canal_area_mm2", "cord_area_mm2"):
+                assert d["graphic"] == "POINT"
+            else:
+                # a length: a 2-point line on the image nearest it, whose drawn length is the value, with its
+                # ends within one pixel of where it was measured (points_mm, also in the JSON)
+                assert d["graphic"] == "POLYLINE" and d["tracking_identifier"] == OHIF_LENGTH
+                drawn_mm = float(np.linalg.norm((d["points"][1] - d["points"][0]) * spacing))
+                assert abs(drawn_mm - value) <= 0.05, (d["label"], drawn_mm, value)
+                for p, want in zip(d["points"], m.points_mm[f]):
+                    ours = image_point(vol, d["sop"], p)
+                    off = ours - np.asarray(want)
+                    normal = np.cross(vol.affine[:3, 2], vol.affine[:3, 1])
+                    in_plane = off - (off @ normal) / (normal @ normal) * normal
+                    assert np.linalg.norm(in_plane) <= spacing.min(), (d["label"], ours, want)
+                lengths += 1
+            if f == "volume_mm3":        # the link to the SEG: the segment's own tracking identity
+                segment = segments[STRUCTURES[m.label]["name"]]
+                assert (d["tracking_uid"], d["tracking_identifier"]) == (segment.TrackingUID, segment.TrackingID)
+                assert d["finding"] == segment.SegmentedPropertyTypeCodeSequence[0].CodeValue
+    assert lengths >= 30
+    units = {d["unit"] for d in drawn}
     assert units == {"mm", "mm2", "mm3"}
     # dcmqi (3D Slicer's reader) parses it, with the same groups
     meta = out / f"sr_{segmentation_type}.json"
@@ -141,8 +199,27 @@ def test_sr_is_valid_reads_back_and_references_the_seg_segments(demo_like, segme
     subprocess.run([str(exe), "--inputDICOM", str(sr_path), "--outputMetadata", str(meta)], check=True,
                    capture_output=True, timeout=120)
     parsed = json.loads(meta.read_text())["Measurements"]
-    assert len(parsed) == len(groups)
-    assert {p["TrackingUniqueIdentifier"] for p in parsed} == {g.tracking_uid for g in groups}
+    assert len(parsed) == len(drawn)
+    assert {p["TrackingUniqueIdentifier"] for p in parsed} == {d["tracking_uid"] for d in drawn}
+
+
+def test_a_length_across_the_images_is_a_point_not_a_shorter_line(tmp_path):
+    """On an axial series the disc and body heights run across the slices: no image holds them, so each is a
+    point on the image nearest its middle (the value stays in the SR and the label says what it is), never a
+    line that would measure shorter on screen."""
+    import highdicom as hd
+
+    case = P.write_case(5302, tmp_path / "case", fov="lumbar", plane="axial", slice_thickness=6.0, pixel=1.7)
+    vol = load_volume(scan_dicom(tmp_path / "case" / "dicom").series[0])
+    _, labels = P.render(case["phantom"], vol.affine, vol.array.shape)
+    seg, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings())
+    sr = build_measurement_sr(seg, vol.datasets, measure_levels(labels, vol.affine), True, vol)
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    drawn = drawn_values(hd.sr.srread(tmp_path / "sr.dcm"))
+    heights = [d for d in drawn if "height" in d["label"]]
+    assert heights and all(d["graphic"] == "POINT" and d["tracking_identifier"] != "Cornerstone3DTools@^0.1.0:Length"
+                           for d in heights)
+    assert len({d["label"] for d in heights}) == len(heights)
 
 
 def test_review_picture_is_a_valid_secondary_capture_with_the_banner(demo_like):

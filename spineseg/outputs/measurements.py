@@ -58,9 +58,17 @@ class LevelMeasurements:
     canal_ap_diameter_mm: float | None = None
     cord_area_mm2: float | None = None
     notes: list[str] = field(default_factory=list)
+    # where each value was taken, in patient space (LPS, mm), keyed by the value's field name: a length's two
+    # end points; a volume's centroid; an area's section centre (what the SR draws on the images)
+    points_mm: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out["points_mm"] = {k: [[round(float(c), 2) for c in p] for p in pts] for k, pts in self.points_mm.items()}
+        return out
+
+    def place(self, name: str, *points) -> None:
+        self.points_mm[name] = [[float(c) for c in p] for p in points]
 
 
 class _Grid:
@@ -105,9 +113,11 @@ def _sample_line(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members
     return t, np.isin(values, members), inside
 
 
-def _run_length(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float = 60.0) -> float | None:
-    """Length (mm) of the run of ``members`` labels along ``direction`` through ``centre`` (or within 1 mm of
-    it); None if the line misses the structure or the run reaches the edge of the volume."""
+def _run_segment(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float = 60.0):
+    """Length (mm) and end points (LPS) of the run of ``members`` labels along ``direction`` through ``centre``
+    (or within 1 mm of it): each sample stands for STEP_MM of line, so the ends lie half a step beyond the
+    first and last sample and their distance is the length. None if the line misses the structure or the
+    run reaches the edge of the volume."""
     t, hit, inside = _sample_line(grid, centre, direction, members, reach)
     near = np.flatnonzero(hit)
     mid = len(t) // 2
@@ -116,7 +126,8 @@ def _run_length(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members,
     lo, hi = _run(hit, int(near[np.argmin(np.abs(near - mid))]))
     if lo == 0 or hi == len(t) - 1 or not inside[lo - 1] or not inside[hi + 1]:
         return None
-    return float((hi - lo + 1) * STEP_MM)
+    ends = [centre + (t[lo] - STEP_MM / 2) * direction, centre + (t[hi] + STEP_MM / 2) * direction]
+    return float((hi - lo + 1) * STEP_MM), ends
 
 
 def _extent(grid: _Grid, centre: np.ndarray, direction: np.ndarray, members, reach: float = 80.0):
@@ -204,6 +215,7 @@ def measure_levels(labels: np.ndarray, affine_lps: np.ndarray) -> list[LevelMeas
             m.notes.append("cut by the field of view: volume not measured")
         else:
             m.volume_mm3 = n_vox * voxel_mm3
+            m.place("volume_mm3", centroids[v])
         if v in DISCS and one_slice(v):
             m.notes.append("lies in a single slice: orientation, heights and canal section not measured")
         if v in axes and v in anteriors and v != SACRUM:
@@ -240,10 +252,12 @@ def _heights(grid, m, v, centroid, axis, anterior, canal_pts, points_of):
     points = {"anterior": front - MARGIN_FRACTION * depth, "centre": 0.0 if v in DISCS else (back + front) / 2,
               "posterior": back + MARGIN_FRACTION * depth}
     for where, offset in points.items():
-        length = _run_length(grid, centre + offset * anterior, axis, members)
-        setattr(m, f"height_{where}_mm", length)
-        if length is None:
+        run = _run_segment(grid, centre + offset * anterior, axis, members)
+        if run is None:
             m.notes.append(f"{where} height not measured (reaches the edge of the volume or misses the structure)")
+            continue
+        setattr(m, f"height_{where}_mm", run[0])
+        m.place(f"height_{where}_mm", *run[1])
 
 
 def _canal_section(grid, m, centroid, axis, anterior, canal_pts):
@@ -268,11 +282,16 @@ def _canal_section(grid, m, centroid, axis, anterior, canal_pts):
         return
     area = STEP_MM ** 2
     m.canal_area_mm2 = float(piece.sum() * area)
+    section_centre = pts[piece].mean(axis=0)
+    m.place("canal_area_mm2", section_centre)
     cord = piece & (values == CORD)
     if cord.any():
         m.cord_area_mm2 = float(cord.sum() * area)
-    section_centre = pts[piece].mean(axis=0)
-    m.canal_ap_diameter_mm = _run_length(grid, section_centre, anterior, [CORD, CANAL])
+        m.place("cord_area_mm2", pts[cord].mean(axis=0))
+    run = _run_segment(grid, section_centre, anterior, [CORD, CANAL])
+    if run is not None:
+        m.canal_ap_diameter_mm = run[0]
+        m.place("canal_ap_diameter_mm", *run[1])
 
 
 def _touches_square(mask: np.ndarray) -> bool:

@@ -20,6 +20,7 @@ from pydicom.sr.codedict import codes
 
 from spineseg import APP_NAME, __version__
 from spineseg.input.dicom_input import Volume
+from spineseg.outputs.image_coordinates import place_on_nearest_image
 from spineseg.outputs.review_image import ReviewPlane
 from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
@@ -33,14 +34,8 @@ def nearest_source(volume: Volume, plane: ReviewPlane) -> tuple[Dataset, int | N
     placed alike."""
     centre = plane.origin + plane.row_dir * plane.spacing * plane.grey.shape[1] / 2 \
         + plane.col_dir * plane.spacing * plane.grey.shape[0] / 2
-    affine = np.asarray(volume.affine, float)
-    normal = np.cross(affine[:3, 2], affine[:3, 1])          # row direction x column direction, as in the IOP
-    normal /= np.linalg.norm(normal)
-    positions = affine[:3, 3] + np.arange(volume.array.shape[0])[:, None] * affine[:3, 0]
-    k = int(np.argmin(np.abs((centre - positions) @ normal)))
-    if volume.source_frames is None:
-        return volume.datasets[k], None
-    return volume.datasets[0], int(volume.source_frames[k]) + 1
+    placed = place_on_nearest_image(volume, [centre])
+    return placed.dataset, placed.frame
 
 
 def build_review_sc(volume: Volume, rgb: np.ndarray, plane: ReviewPlane, seg_uid: str,

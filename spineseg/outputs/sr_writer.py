@@ -1,20 +1,37 @@
-"""Per-level measurements as a DICOM SR Measurement Report (TID 1500), built with highdicom.
+"""Per-level measurements as a DICOM SR Measurement Report (TID 1500), built with highdicom, that viewers draw.
 
-One Volumetric ROI measurement group (TID 1411) per measured structure, each referencing its SEG
-segment (Referenced Segment: the SEG's SOP Instance UID and segment number, and the source series)
-with the segment's own Tracking Identifier and Tracking Unique Identifier, its Segmented Property
-Type as Finding Type, and the SEG's algorithm (TotalSpineSeg, release or "phantom", checkpoint
-digests). Concepts and units:
+One Measurement Group (TID 1501) per value, so that each value is one measurement a viewer can place, list
+and track, and each carries where it was taken on the source images:
+
+* every length (disc height anterior / centre / posterior, vertebral body heights, the canal's sagittal
+  diameter): its NUM is INFERRED FROM a 2-point SCOORD POLYLINE (TID 320) SELECTED FROM the source image
+  nearest the line, its two end points projected onto that image (``image_coordinates``). The group's
+  Tracking Identifier is ``Cornerstone3DTools@^0.1.0:Length``, the name OHIF (through
+  @cornerstonejs/adapters) gives a length it can load as its own Length tool: listed in the measurement
+  panel, drawn, tracked. A line too oblique to any image to be drawn at its true length (drawn within
+  ``DRAWN_TOLERANCE_MM``) is a point at its middle instead, with its own identifier, never a shorter line;
+* every volume (vertebra, disc, sacrum): a SCOORD POINT at the structure's centroid on the nearest image;
+* every cross-sectional area (canal and cord at a disc level): a SCOORD POINT at the section's centre.
+
+Each group says what was measured where: a Comment (DCM 121106, TEXT) holds the reader's label, e.g. "L4-L5
+disc height, centre" (the label OHIF 3.12 and 3.13 show, before and after tracking); Finding (DCM 121071)
+is the structure, as the SEG's Segmented Property Type codes it; Finding Site is the structure (CID 7603 /
+7604 concepts) or, for the canal and cord, the disc level (CID 1003 "Level of X/Y intervertebral disc"; the
+disc itself for L5-L6), with the CID 2 topographical modifier Anterior (SCT 255549009), Central
+(SCT 26216008), Posterior (SCT 255551008), Transverse (SCT 62824007) or Sagittal (SCT 30730003); the
+algorithm (TotalSpineSeg, release or "phantom", checkpoint digests) as in the SEG. The NUM itself has no
+child but its coordinates: OHIF drops a value with any other. A volume's group carries its SEG segment's Tracking Identifier and Tracking Unique Identifier (the link to
+the segment, as TID 1411 would give it: OHIF merges groups that share a Tracking Unique Identifier, so only
+the volume, one per segment, carries it); the SEG is in the evidence.
+
+Why not TID 1411 Volumetric ROI groups with a Referenced Segment (what this writer made before): OHIF 3.12
+and 3.13 place a measurement only where it has image coordinates, and a group without them stops its SR
+loading with an error; no viewer draws a Referenced Segment. Concepts and units:
 
 * volume: SCT 118565006 "Volume", UCUM mm3;
-* disc height and vertebral body height: DCM 121207 "Height", UCUM mm, with the structure as
-  Finding Site and CID 2 topographical modifier Anterior (SCT 255549009), Central (SCT 26216008)
-  or Posterior (SCT 255551008);
-* spinal canal and cord cross-sectional area at a disc level: SCT 42798000 "Area", UCUM mm2, Finding
-  Site "Level of X/Y intervertebral disc" (CID 1003; the disc itself for L5-L6, which has no level
-  concept) with modifier Transverse (SCT 62824007); antero-posterior diameter: SCT 81827009
-  "Diameter", UCUM mm, same site with modifier Sagittal (SCT 30730003), the canal's sagittal
-  diameter.
+* disc height and vertebral body height: DCM 121207 "Height", UCUM mm;
+* spinal canal and cord cross-sectional area: SCT 42798000 "Area", UCUM mm2; the canal's
+  antero-posterior diameter: SCT 81827009 "Diameter", UCUM mm.
 
 Made with the bundled phantom weights, the SeriesDescription starts with the phantom warning and
 the algorithm version says "phantom", as in the SEG.
@@ -26,17 +43,24 @@ The run says why in its report and the measurements JSON still lists the structu
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from spineseg import APP_NAME, __version__
 from spineseg.outputs.codes_table import STRUCTURES
-from spineseg.labels import CANAL, CORD
+from spineseg.labels import DISCS, SACRUM
+from spineseg.outputs.image_coordinates import drawn_length_mm, place_on_nearest_image
 from spineseg.outputs.measurements import LevelMeasurements
 from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
 SR_SERIES_OFFSET = 3000
-_MODIFIER = {"anterior": codes.SCT.Anterior, "centre": codes.SCT.Central, "posterior": codes.SCT.Posterior}
+OHIF_LENGTH = "Cornerstone3DTools@^0.1.0:Length"
+DRAWN_TOLERANCE_MM = 0.05
+_WHERE = {"anterior": ("anterior", codes.SCT.Anterior), "centre": ("centre", codes.SCT.Central),
+          "posterior": ("posterior", codes.SCT.Posterior)}
 
 
 def _coded(triple):
@@ -56,54 +80,102 @@ def _segments_by_label(seg: Dataset) -> dict[int, Dataset]:
     return {by_name[item.SegmentLabel]: item for item in seg.SegmentSequence if item.SegmentLabel in by_name}
 
 
-def _group(seg: Dataset, segment: Dataset, value: int, measurements: list, algorithm):
+@dataclass(frozen=True)
+class Value:
+    """One measured value and how the SR presents it."""
+
+    label: str                 # the reader's label, e.g. "L4-L5 disc height, centre"
+    field: str                 # LevelMeasurements field it comes from
+    number: float
+    name: object               # concept name of the NUM
+    unit: object
+    site: object               # finding site concept
+    modifier: object | None
+    points: list               # LPS points: 2 for a length, 1 otherwise
+    structure: int             # the label value the value belongs to
+
+
+def measured_values(levels: list[LevelMeasurements]) -> list[Value]:
+    """Every value of ``levels`` the SR holds, in anatomical order, each with its label and where it was taken."""
+    mm, mm2, mm3 = codes.UCUM.Millimeter, codes.UCUM.SquareMillimeter, codes.UCUM.CubicMillimeter
+    out = []
+    for m in levels:
+        own = _coded(STRUCTURES[m.label]["type"])
+        kind = "disc" if m.label in DISCS else "body"
+        level = m.level if m.label != SACRUM else "Sacrum"
+        candidates = [(f"{level} {'disc ' if m.label in DISCS else ''}volume", "volume_mm3", codes.SCT.Volume,
+                       mm3, own, None)]
+        candidates += [(f"{level} {kind} height, {word}", f"height_{where}_mm", codes.DCM.Height, mm, own, modifier)
+                       for where, (word, modifier) in _WHERE.items()]
+        if m.label in DISCS:
+            site = disc_level_site(m.label)
+            candidates += [(f"{level} canal area", "canal_area_mm2", codes.SCT.Area, mm2, site, codes.SCT.Transverse),
+                           (f"{level} canal AP diameter", "canal_ap_diameter_mm", codes.SCT.Diameter, mm, site,
+                            codes.SCT.Sagittal),
+                           (f"{level} cord area", "cord_area_mm2", codes.SCT.Area, mm2, site, codes.SCT.Transverse)]
+        for label, field_name, name, unit, site, modifier in candidates:
+            number = getattr(m, field_name)
+            if number is not None:
+                out.append(Value(label, field_name, round(float(number), 2), name, unit, site, modifier,
+                                 m.points_mm.get(field_name, []), m.label))
+    return out
+
+
+def _coordinates(value: Value, volume) -> tuple[str, np.ndarray, Dataset, int | None, bool]:
+    """(graphic type, (column, row) data, image, frame, drawn as a line) for ``value`` on the nearest image."""
+    if len(value.points) == 2:
+        line = place_on_nearest_image(volume, value.points)
+        if abs(drawn_length_mm(volume, line) - value.number) <= DRAWN_TOLERANCE_MM:
+            return "POLYLINE", line.coordinates, line.dataset, line.frame, True
+        middle = np.mean(np.asarray(value.points, float), axis=0)
+    else:
+        middle = np.asarray(value.points[0], float)
+    point = place_on_nearest_image(volume, [middle])
+    return "POINT", point.coordinates, point.dataset, point.frame, False
+
+
+def _group(value: Value, volume, seg: Dataset, segment: Dataset | None, algorithm):
     import highdicom as hd
-    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=str(segment.TrackingUID),
-                                                     identifier=str(segment.TrackingID)),
-        referenced_segment=hd.sr.ReferencedSegment(
-            sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
-            segment_number=int(segment.SegmentNumber),
-            source_series=hd.sr.SourceSeriesForSegmentation(
-                str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))),
-        finding_type=_coded(STRUCTURES[value]["type"]),
+
+    graphic, data, image, frame, line = _coordinates(value, volume)
+    source = hd.sr.SourceImageForRegion(
+        referenced_sop_class_uid=str(image.SOPClassUID), referenced_sop_instance_uid=str(image.SOPInstanceUID),
+        referenced_frame_numbers=[frame] if frame is not None else None)
+    measurement = hd.sr.Measurement(
+        name=value.name, value=value.number, unit=value.unit,
+        referenced_coordinates=[hd.sr.CoordinatesForMeasurement(graphic, np.asarray(data, float), source)])
+    if line:
+        tracking = hd.sr.TrackingIdentifier(uid=derived_uid("sr-length", str(seg.SOPInstanceUID), value.label),
+                                            identifier=OHIF_LENGTH)
+    elif value.field == "volume_mm3" and segment is not None:
+        tracking = hd.sr.TrackingIdentifier(uid=str(segment.TrackingUID), identifier=str(segment.TrackingID))
+    else:
+        tracking = hd.sr.TrackingIdentifier(uid=derived_uid("sr-value", str(seg.SOPInstanceUID), value.label),
+                                            identifier=value.label)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        finding_type=_coded(STRUCTURES[value.structure]["type"]),
+        finding_sites=[hd.sr.FindingSite(anatomic_location=value.site, topographical_modifier=value.modifier)],
         algorithm_id=algorithm,
-        measurements=measurements,
+        measurements=[measurement],
     )
+    group[0].ContentSequence.append(hd.sr.TextContentItem(name=codes.DCM.Comment, value=value.label,
+                                                          relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    return group
 
 
 def build_measurement_sr(seg: Dataset, source_datasets: list[Dataset], levels: list[LevelMeasurements],
-                         phantom: bool, volume=None) -> Dataset | None:
-    """Comprehensive 3D SR holding every measurement of ``levels``, tied to ``seg``'s segments; None when
-    there is no measurement to hold (see the module's documentation)."""
+                         phantom: bool, volume) -> Dataset | None:
+    """Comprehensive 3D SR holding every measurement of ``levels``, each drawn on an image of ``volume`` (the
+    loaded source series) and tied to ``seg``; None when there is no measurement to hold (module doc)."""
     import highdicom as hd
 
-    mm, mm2, mm3 = codes.UCUM.Millimeter, codes.UCUM.SquareMillimeter, codes.UCUM.CubicMillimeter
     segments = _segments_by_label(seg)
     # a LABELMAP SEG may describe the background first, without an algorithm
     algo = next(item.SegmentationAlgorithmIdentificationSequence[0] for item in seg.SegmentSequence
                 if "SegmentationAlgorithmIdentificationSequence" in item)
     algorithm = hd.sr.AlgorithmIdentification(name=str(algo.AlgorithmName), version=str(algo.AlgorithmVersion))
-    per_segment: dict[int, list] = {}
-
-    def add(value, name, number, unit, site=None, modifier=None):
-        if number is None or value not in segments:
-            return
-        sites = [hd.sr.FindingSite(anatomic_location=site, topographical_modifier=modifier)] if site else None
-        per_segment.setdefault(value, []).append(
-            hd.sr.Measurement(name=name, value=round(float(number), 2), unit=unit, finding_sites=sites))
-
-    for m in levels:
-        own = _coded(STRUCTURES[m.label]["type"])
-        add(m.label, codes.SCT.Volume, m.volume_mm3, mm3)
-        for where, modifier in _MODIFIER.items():
-            add(m.label, codes.DCM.Height, getattr(m, f"height_{where}_mm"), mm, own, modifier)
-        if m.canal_area_mm2 is not None:
-            level = disc_level_site(m.label)
-            add(CANAL, codes.SCT.Area, m.canal_area_mm2, mm2, level, codes.SCT.Transverse)
-            add(CANAL, codes.SCT.Diameter, m.canal_ap_diameter_mm, mm, level, codes.SCT.Sagittal)
-            add(CORD, codes.SCT.Area, m.cord_area_mm2, mm2, level, codes.SCT.Transverse)
-    groups = [_group(seg, segments[v], v, ms, algorithm) for v, ms in per_segment.items()]
+    groups = [_group(v, volume, seg, segments.get(v.structure), algorithm) for v in measured_values(levels)]
     if not groups:
         return None
     device = hd.sr.ObserverContext(
