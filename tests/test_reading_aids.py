@@ -12,7 +12,7 @@ import pytest
 
 import phantom as P
 from conftest import run_dciodvfy
-from helpers import fake_model_description
+from helpers import drawn_values, fake_model_description, image_point, reader_label
 from spineseg.input.dicom_input import load_volume, scan_dicom
 from spineseg.outputs.codes_table import STRUCTURES
 from spineseg.outputs.measurements import STEP_MM, measure_levels
@@ -95,42 +95,6 @@ def lumbar_series(out, seed, slice_thickness, pixel):
 def demo_like(tmp_path_factory):
     out = tmp_path_factory.mktemp("reading_aids")
     return (out, *lumbar_series(out, 7, 3.5, 0.6))
-
-
-def drawn_values(sr) -> list[dict]:
-    """Each measurement of a written SR as a viewer reads it: label (Comment), tracking, value, unit and the
-    SCOORD it is drawn with (graphic type, (column, row) points, referenced image and frame)."""
-    out = []
-    for g in sr.content.get_image_measurement_groups():
-        (m,) = g.get_measurements()
-        (coords,) = m.referenced_coordinates
-        ref = coords.ContentSequence[0].ReferencedSOPSequence[0]
-        (comment,) = [i for i in g[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121106"]
-        out.append({"label": comment.TextValue, "tracking_identifier": g.tracking_identifier,
-                    "tracking_uid": g.tracking_uid, "finding": g.finding_type.value, "value": m.value,
-                    "unit": m.unit.value, "graphic": coords.GraphicType,
-                    "points": np.asarray(coords.GraphicData, float).reshape(-1, 2),
-                    "sop": str(ref.ReferencedSOPInstanceUID), "nested": len(m[0].ContentSequence)})
-    return out
-
-
-def reader_label(m, field: str) -> str:
-    """The label a reader sees for a value (README "Measurements"), e.g. "L4-L5 disc height, centre"."""
-    disc = 63 <= m.label <= 100
-    level = "Sacrum" if m.label == 50 else m.level
-    if field == "volume_mm3":
-        return f"{level} {'disc ' if disc else ''}volume"
-    if field.startswith("height_"):
-        return f"{level} {'disc' if disc else 'body'} height, {field.split('_')[1]}"
-    return {"canal_area_mm2": f"{level} canal area", "canal_ap_diameter_mm": f"{level} canal AP diameter",
-            "cord_area_mm2": f"{level} cord area"}[field]
-
-
-def image_point(vol, sop: str, column_row) -> np.ndarray:
-    """LPS of a (column, row) SCOORD point (PS3.3 C.18.6.1.2: the first pixel's centre is (0.5, 0.5))."""
-    k = [str(ds.SOPInstanceUID) for ds in vol.datasets].index(sop)
-    c, r = np.asarray(column_row, float) - 0.5
-    return vol.affine[:3, :3] @ np.array([k, r, c]) + vol.affine[:3, 3]
 
 
 @pytest.mark.parametrize("segmentation_type", ["BINARY", "LABELMAP"])

@@ -7,14 +7,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const [jobPath, resultPath] = process.argv.slice(2);
-const job = JSON.parse(fs.readFileSync(jobPath, 'utf8'));
-const { chromium } = require(path.join(job.node_modules, 'playwright-core'));
-const T = job.timeouts || {};
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
-const hardDeadline = setTimeout(() => { console.error('ohif_check: hard deadline'); process.exit(3); },
-  (T.total_s || 600) * 1000);
+const { T, runCases, newPage, showStudy } = require('./ohif_runner.cjs');
 
 // In the page: the segmentation OHIF holds, as segment labels and one label array per source instance.
 function readSegmentation() {
@@ -103,24 +96,10 @@ async function runCase(browser, c) {
   const t0 = Date.now();
   const lap = (k) => { out.timings[k] = (Date.now() - t0) / 1000; };
   fs.mkdirSync(c.out, { recursive: true });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  await context.addInitScript(() => {
-    localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout((T.step_s || 60) * 1000);
-  page.on('console', m => { if (m.type() === 'error') out.console.push(m.text().slice(0, 400)); });
-  page.on('pageerror', e => out.errors.push(String(e.message).slice(0, 400)));
+  const { context, page } = await newPage(browser, out, { width: 1280, height: 900 });
   try {
-    await page.goto(`${job.base_url}/viewer?StudyInstanceUIDs=${c.study}`, { timeout: (T.load_s || 90) * 1000 });
-    await page.waitForFunction((sn) => window.services && window.services.displaySetService.getActiveDisplaySets()
-      .some(d => d.Modality === 'SEG' && String(d.SeriesNumber) === sn), String(c.seg_series_number),
-      { timeout: (T.load_s || 90) * 1000 });
     // the source series is drawn before the SEG is opened
-    await page.waitForFunction(() => {
-      const vp = window.cornerstone.getEnabledElements()[0]?.viewport;
-      return vp && vp.getCurrentImageId && vp.getCurrentImageId() && vp.getImageData && vp.getImageData();
-    }, null, { timeout: (T.load_s || 90) * 1000 });
+    await showStudy(page, c.study, 'SEG', c.seg_series_number);
     lap('study_shown');
     await page.getByText(`S:${c.seg_series_number}`, { exact: true }).first().dblclick();
     const yes = page.getByRole('button', { name: 'Yes' });
@@ -171,18 +150,4 @@ async function runCase(browser, c) {
   return out;
 }
 
-(async () => {
-  let browser;
-  const results = [];
-  try {
-    // playwright gives each launch a fresh, empty profile (user data dir) and removes it on close
-    browser = await chromium.launch({ executablePath: job.chromium, headless: true, timeout: 60000, args: FLAGS });
-    for (const c of job.cases) results.push(await runCase(browser, c));
-  } catch (e) {
-    results.push({ name: 'browser', errors: [String(e.message || e).slice(0, 400)] });
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-    fs.writeFileSync(resultPath, JSON.stringify(results));
-    clearTimeout(hardDeadline);
-  }
-})();
+runCases('ohif_check', runCase);

@@ -68,20 +68,16 @@ class Case:
     result: dict = field(default_factory=dict)
 
 
-def run_browser(base_url: str, cases: list[Case], tmp: Path, total_s: int = 600) -> None:
-    """Run every case in one Chromium; fills ``case.result``."""
-    job = {"node_modules": str(NODE_MODULES), "chromium": chromium_path(), "base_url": base_url,
-           "timeouts": {"total_s": total_s, "load_s": 90, "seg_s": 45, "step_s": 60},
-           "cases": [{"name": c.name, "study": c.study, "seg_series_number": c.seg_series_number,
-                      "show_sop": c.show_sop, "out": str(c.out), "labels": list(c.names.values()),
-                      "show_labels": base64.b64encode((c.expected[c.show_sop] > 0).astype(np.uint8).tobytes()).decode()}
-                     for c in cases]}
+def run_node(script: Path, job: dict, tmp: Path, total_s: int) -> list[dict]:
+    """Run a playwright-core check script on ``job`` (node_modules, chromium and the time limit added) in its own
+    process group, killed with the Chromium it started whatever happens; its results (one dict per case)."""
+    job = {"node_modules": str(NODE_MODULES), "chromium": chromium_path(), **job}
+    job.setdefault("timeouts", {})["total_s"] = total_s
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "job.json").write_text(json.dumps(job))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINESEG_")}    # no secrets to the browser
     with open(tmp / "node.log", "wb") as log:
-        # its own process group, so that node and the Chromium it started are stopped together whatever happens
-        proc = subprocess.Popen(["node", str(CHECK_SCRIPT), str(tmp / "job.json"), str(tmp / "result.json")],
+        proc = subprocess.Popen(["node", str(script), str(tmp / "job.json"), str(tmp / "result.json")],
                                 cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait(timeout=total_s + 30)
@@ -93,11 +89,26 @@ def run_browser(base_url: str, cases: list[Case], tmp: Path, total_s: int = 600)
             except ProcessLookupError:
                 pass
             proc.wait(timeout=10)
-    results = json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").exists() else []
+    return json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").exists() else []
+
+
+def results_by_name(results: list[dict], names: list[str], tmp: Path) -> dict:
+    """Each case's result; a case without one gets the last error the script reported (or where its log is)."""
     by_name = {r["name"]: r for r in results}
+    last = (results[-1].get("errors") if results else None) or [f"no result (see {tmp / 'node.log'})"]
+    return {n: by_name.get(n) or {"errors": last[:1]} for n in names}
+
+
+def run_browser(base_url: str, cases: list[Case], tmp: Path, total_s: int = 600) -> None:
+    """Run every SEG case in one Chromium (``ohif_check.cjs``); fills ``case.result``."""
+    job = {"base_url": base_url, "timeouts": {"load_s": 90, "seg_s": 45, "step_s": 60},
+           "cases": [{"name": c.name, "study": c.study, "seg_series_number": c.seg_series_number,
+                      "show_sop": c.show_sop, "out": str(c.out), "labels": list(c.names.values()),
+                      "show_labels": base64.b64encode((c.expected[c.show_sop] > 0).astype(np.uint8).tobytes()).decode()}
+                     for c in cases]}
+    results = results_by_name(run_node(CHECK_SCRIPT, job, tmp, total_s), [c.name for c in cases], tmp)
     for c in cases:
-        c.result = by_name.get(c.name) or {"errors": [(results[-1]["errors"] if results else
-                                                       [f"no result (see {tmp / 'node.log'})"])[0]]}
+        c.result = results[c.name]
 
 
 def ohif_labels(case: Case) -> tuple[dict, list[str]]:
