@@ -1,6 +1,6 @@
 """Failures with stable codes, mapped to the app's exit status.
 
-Exit status contract (README, "Output contract"):
+Exit status contract (README, "Troubleshooting by error code"):
     0  succeeded
     2  usage error (bad command-line arguments)
     3  bad input: the study cannot be processed as given (code tells why)

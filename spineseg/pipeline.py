@@ -381,7 +381,7 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
             table = measurements_table(levels)
             json_path = write_json_atomic(cfg.output_dir / f"{stem}_measurements.json",
                                           {"series_instance_uid": volume.series.series_uid,
-                                           "phantom_model": phantom, "definitions": "README.md#measurements",
+                                           "phantom_model": phantom, "definitions": "docs/outputs.md#measurements",
                                            "levels": table})
         with report.stage("write_sr"):
             sr = build_measurement_sr(seg, sources, levels, phantom, volume)

@@ -19,7 +19,7 @@ Backends (setting ``SPINESEG_BACKEND``):
     ``torch`` on CUDA, ``openvino`` (fp32) on the CPU. Not bf16, though only bf16 is fast enough for a
     full-size network on 2 cores: its final labels differ from the reference on 0.07-0.11 % of the
     foreground voxels of the phantom cases and on 0.12 % of the clinical bench study's (the floor is
-    0.1 %). The figures are in README ("Inference backends"), ``bench/results/backends.json`` and
+    0.1 %). The figures are in docs/performance.md ("Full-size networks on the CPU"), ``bench/results/backends.json`` and
     ``bench/results/seed_pipeline_agreement.json``.
 
 The IR is exported once per checkpoint and kept in a cache folder keyed by the checkpoint's SHA-256, the

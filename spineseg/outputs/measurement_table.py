@@ -42,7 +42,7 @@ VALUE_COLUMNS: list[tuple[str, str, str]] = [
 HEADINGS: list[tuple[str, str]] = [("Level", ""), *((h, u) for _, h, u in VALUE_COLUMNS), ("Note", "")]
 LEGEND = ("Height: disc height for a disc, vertebral body height for a vertebra (none for C1, C2). "
           "Canal and cord: cross-section at the disc level. - : not measured. Values rounded to 2 decimals, "
-          "as in the SR and the measurements JSON (README, Measurements).")
+          "as in the SR and the measurements JSON (docs/outputs.md, Measurements).")
 FONT_PX = 20
 TITLE_PX = 26
 PAD_X = 14

@@ -4,7 +4,7 @@ Every measurement is taken on the label map as it is written (the source grid), 
 voxel -> LPS affine, so anisotropic and oblique series measure in true millimetres. Labels are
 read by nearest voxel at points sampled every ``STEP_MM`` along lines or over planes.
 
-Definitions (README, "Measurements"):
+Definitions (docs/outputs.md, "Measurements"):
 
 * **volume** of each vertebra (whole bone as segmented), disc and the sacrum: voxel count x voxel
   volume.

@@ -25,7 +25,7 @@ from spineseg.errors import InputError, SpineSegError
 
 ENCODINGS = ("BINARY", "LABELMAP", "FRACTIONAL")     # PS3.3 C.8.20.2 Segmentation Type
 SEGMENTATION_TYPES = ("AUTO", *ENCODINGS)
-# what AUTO writes when BINARY frames would not start on a byte boundary (measured in OHIF, README "SEG encoding")
+# what AUTO writes when BINARY frames would not start on a byte boundary (measured in OHIF, docs/seg-encodings-and-ohif.md)
 AUTO_UNALIGNED = "LABELMAP"
 COMPRESSION = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 

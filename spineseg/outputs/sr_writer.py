@@ -199,7 +199,8 @@ def build_measurement_sr(seg: Dataset, source_datasets: list[Dataset], levels: l
         manufacturer=APP_NAME,
         is_complete=True,
     )
-    sr.SeriesDescription = (("PHANTOM MODEL NOT FOR CLINICAL USE; " if phantom else "")
-                            + "Spine measurements (TotalSpineSeg)")[:64]
+    # 64 characters at most (LO): the phantom warning and what it is, not cut mid-word
+    sr.SeriesDescription = ("PHANTOM MODEL NOT FOR CLINICAL USE; Spine measurements" if phantom
+                            else "Spine measurements (TotalSpineSeg)")
     sr.SoftwareVersions = __version__
     return sr
