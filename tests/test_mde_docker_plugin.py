@@ -242,9 +242,10 @@ def test_good_study_succeeds_and_exports_seg_sr_sc(api, express_task, gateway_st
     assert {m["Destination"]: m["RW"] for m in run.container["Mounts"]} == \
         {"/var/holoscan/input": False, "/var/holoscan/output": True}
     assert not host.get("ReadonlyRootfs") and not host.get("Memory")
-    # what the export sends: the SEG, the SR and the SC, each once, none from an earlier run
+    # what the export sends: the SEG, the SR and the review series' two SC images (picture and measurement table),
+    # each once, none from an earlier run
     kinds = sorted(pydicom.dcmread(run.output / name).Modality for name in run.exported)
-    assert kinds == ["OT", "SEG", "SR"], run.exported
+    assert kinds == ["OT", "OT", "SEG", "SR"], run.exported
     assert all("/" not in name for name in run.exported)
     report = json.loads((run.output / "report.json").read_text())
     assert report["status"] == "succeeded"

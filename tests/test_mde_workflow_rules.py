@@ -230,8 +230,9 @@ def runtime_errors(workflow: dict, plugins: set[str]) -> list[str]:
 
 
 def readme_registrations() -> dict[str, set[str]]:
-    """What README's MONAI Deploy Express steps register in the gateway: `aet add -a`, `src add -a`, `dst add -n`."""
-    text = (ROOT / "README.md").read_text()
+    """What the MONAI Deploy Express steps (docs/deployment.md) register in the gateway: `aet add -a`,
+    `src add -a`, `dst add -n`."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
     section = text.split("### MONAI Deploy Express", 1)[1].split("\n### ", 1)[0]
 
     def values(command, flag):
@@ -251,7 +252,7 @@ KUBERNETES_PLUGINS = {"argo"}                 # monai-deploy helm-charts/files/t
 @pytest.fixture(scope="module")
 def registered():
     found = readme_registrations()
-    assert all(found.values()), f"README's Express steps register no AE title, source or destination: {found}"
+    assert all(found.values()), f"the Express steps (docs/deployment.md) register no AE title, source or destination: {found}"
     return found
 
 
@@ -261,7 +262,7 @@ def test_workflow_passes_the_rules(path, plugins, registered):
     workflow = json.loads(path.read_text())
     assert all_errors(workflow, plugins, registered["src"]) == []
     gateway = workflow["informatics_gateway"]
-    # what README registers is what the workflow names: the gateway AE title, the sources (by AE title, which
+    # what the Express steps register is what the workflow names: the gateway AE title, the sources (by AE title, which
     # is what workflows are matched on: WorkflowRepository.cs:204-223) and the destinations (by name)
     assert gateway["ae_title"] in registered["aet"]
     assert set(gateway["data_origins"]) <= registered["src"]
