@@ -245,10 +245,13 @@ def check_station_agreement(segmented: list[tuple[Volume, SegmentationResult]]) 
     flagged (confidence low, a warning naming the series and levels), since the anatomy is then atypical.
     Where no shift explains it, or both counts rest on the same landmark, both are only flagged."""
     ranks = {id(r): _count_rank(r) for _, r in segmented}
-    for i in range(len(segmented)):
-        for j in range(i + 1, len(segmented)):
-            if same_frame(segmented[i][0].series, segmented[j][0].series):
-                reconcile(segmented[i], segmented[j], ranks)
+    # pairs in series order, whatever order the series were processed in: the messages name them alike
+    ordered = sorted(segmented, key=lambda pair: (pair[0].series.series_number is None,
+                                                  pair[0].series.series_number or 0, pair[0].series.series_uid))
+    for i in range(len(ordered)):
+        for j in range(i + 1, len(ordered)):
+            if same_frame(ordered[i][0].series, ordered[j][0].series):
+                reconcile(ordered[i], ordered[j], ranks)
 
 
 def reconcile(a: tuple, b: tuple, ranks: dict[int, int], fixed: SegmentationResult | None = None,
