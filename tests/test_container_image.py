@@ -20,38 +20,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, OrthancServer
-from container_helpers import IMAGE, demo_study, docker, image, readable_by_all  # noqa: F401 (fixtures)
+from container_helpers import (APP_YAML, IMAGE, UID, demo_study, docker, image, output_folder,  # noqa: F401 (fixtures)
+                               run_map)
 
-APP_YAML = yaml.safe_load((ROOT / "app.yaml").read_text())
 SIZE_BUDGET = 3e9                      # bytes (issue 14)
-# a uid the image does not know, as OpenShift-style hosts assign; a non-root runner uses its own
-UID = 4242 if os.geteuid() == 0 else os.getuid()
-
-
-def output_folder(tmp_path):
-    out = tmp_path / "output"
-    out.mkdir()
-    if os.geteuid() == 0:
-        os.chown(out, UID, UID)       # the host gives the service's uid its output folder
-    return out
-
-
-def run_map(study, out, *, network="none", env: dict | None = None, cpus=None, memory=None, command=(),
-            input_path="/var/holoscan/input", output_path="/var/holoscan/output", timeout=900):
-    """`docker run` of the MAP with the resources app.yaml declares (unless given); ``env`` values reach the
-    container by name only (never on a command line); ``command``: entry point and arguments instead of the
-    image's, as an orchestrator gives them."""
-    resources = APP_YAML["resources"]
-    memory = str(memory or resources["memory"]).replace("Gi", "g")
-    names = [a for name in (env or {}) for a in ("-e", name)]
-    entrypoint = ["--entrypoint", command[0]] if command else []
-    t = time.monotonic()
-    proc = docker("run", "--rm", "--network", network, "--user", f"{UID}:{UID}", "--read-only",
-                  "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(cpus or resources["cpu"]), "--memory", memory,
-                  "-v", f"{study}:{input_path}:ro", "-v", f"{out}:{output_path}", *names, *entrypoint, IMAGE,
-                  *command[1:], timeout=timeout, env=dict(os.environ, **(env or {})))
-    proc.seconds = time.monotonic() - t
-    return proc
 
 
 def assert_owned_by_uid(out):
@@ -196,16 +168,8 @@ def test_seg_arrives_in_the_pacs(image, demo_study, pacs, tmp_path):
     assert_owned_by_uid(out)
 
 
-def test_bad_input_exits_3_with_a_report(image, tmp_path):
-    study = tmp_path / "not-a-study"
-    study.mkdir()
-    (study / "readme.txt").write_text("an export that went wrong: no DICOM here\n")
-    out = output_folder(tmp_path)
-    proc = run_map(readable_by_all(study), out)
-    assert proc.returncode == 3, (proc.stdout + proc.stderr)[-4000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["status"] == "failed" and report["exit_code"] == 3 and report["error"]["code"] == "NO_DICOM"
-    assert_owned_by_uid(out)
+# a failing study (exit 3) and an interrupted one (exit 4) on every entry path (docker run, the Argo command,
+# `monai-deploy run`, the mercure module): tests/test_exit_status_paths.py
 
 
 def test_docker_stop_ends_the_run_with_a_report(image, demo_study, tmp_path):
