@@ -27,6 +27,7 @@ from spineseg.outputs.seg_writer import build_seg, encoding_record, weights_rele
 from spineseg.input.selection import select_series
 from spineseg.outputs.sr_writer import build_measurement_sr
 from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
+from spineseg.study import StudyMemo
 
 log = logging.getLogger("spineseg")
 
@@ -77,7 +78,7 @@ def segment(volume: Volume, models: ModelPair, report: RunReport) -> Segmentatio
 
 
 def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, cfg: AppConfig,
-                   report: RunReport, done: dict | None = None) -> SegmentationResult:
+                   report: RunReport, done: StudyMemo | None = None) -> SegmentationResult:
     """Segment ``volume``; when it shows no landmark disc, let a partner series of the same study and Frame
     of Reference (a localizer, another station) name its levels, as ``totalspineseg --loc`` does.
 
@@ -87,24 +88,28 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
     series of the study and what became of it; where one does after others failed, the numbering notes
     list those.
 
-    ``done`` (series UID -> (affine, result), or (None, InputError) for one that could not be segmented)
-    holds what this run segmented already: a station segmented as another's partner is not segmented
-    again, the partner found there is reused, and one that failed is not tried again.
+    ``done`` holds what this run segmented already (``study.StudyMemo``): a station segmented as another's
+    partner is not segmented again (with ``SPINESEG_PARTNER=always`` its own count is still checked, once),
+    the partner found there is reused, and one that failed is not tried again.
     """
-    done = {} if done is None else done
+    done = StudyMemo() if done is None else done
     cached = done.get(volume.series.series_uid)
-    if cached is not None and not isinstance(cached[1], InputError):
-        return cached[1]
+    if cached is not None and not cached.failed:
+        if cfg.partner == "always" and not cached.count_checked:
+            cached.count_checked = True
+            cross_check_count(volume, cached.result, study, models, cfg, report, done)
+        return cached.result
     try:
         if cached is not None:        # it failed as another series' partner: the same weights fail it again
-            raise cached[1]
+            raise cached.error
         result = segment(volume, models, report)
-        done[volume.series.series_uid] = (volume.affine, result)
+        entry = done.segmented(volume.series.series_uid, volume.affine, result)
         if cfg.partner == "always":
+            entry.count_checked = True
             cross_check_count(volume, result, study, models, cfg, report, done)
         return result
     except InputError as exc:
-        done[volume.series.series_uid] = (None, exc)     # as a partner of another series, it is not tried again
+        done.failed(volume.series.series_uid, exc)     # as a partner of another series, it is not tried again
         if exc.code != "NO_LEVEL_LANDMARK":
             raise
         no_landmark = exc
@@ -149,7 +154,7 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
                           "series_description": partner.description,
                           "anchors": anchor.numbering.anchors if anchor.numbering else [],
                           "confidence": anchor.numbering.confidence if anchor.numbering else None}
-        done[volume.series.series_uid] = (volume.affine, result)
+        done.segmented(volume.series.series_uid, volume.affine, result)
         return result
     others = tried + refused
     raise InputError("NO_LEVEL_LANDMARK", no_landmark.message + " No other series of the study could name its "
@@ -161,7 +166,7 @@ def series_name(series: SeriesInfo) -> str:
     return f"series {series.series_number} ({series.description or 'no description'})"
 
 
-def _cannot_help(partner: SeriesInfo, cfg: AppConfig, done: dict) -> str | None:
+def _cannot_help(partner: SeriesInfo, cfg: AppConfig, done: StudyMemo) -> str | None:
     """Why segmenting ``partner`` certainly cannot name a series' levels, or None. Only certainties count, as
     they cost no partner attempt: the same series segmented already in this run and failed (the same weights
     give the same labels), or one the loader refuses from its headers alone (``preflight``: one image, mixed
@@ -171,8 +176,8 @@ def _cannot_help(partner: SeriesInfo, cfg: AppConfig, done: dict) -> str | None:
     landmark does NOT rule out another that covers the same part of the spine: a low-resolution localizer may
     miss a landmark that a cervical T2 beside it shows; such candidates are tried, within the bound."""
     cached = done.get(partner.series_uid)
-    if cached is not None and isinstance(cached[1], InputError):
-        return f"segmented already in this run, which ended {cached[1].code}"
+    if cached is not None and cached.failed:
+        return f"segmented already in this run, which ended {cached.error.code}"
     if cached is None:
         try:
             preflight(partner, cfg.max_voxels)
@@ -182,27 +187,26 @@ def _cannot_help(partner: SeriesInfo, cfg: AppConfig, done: dict) -> str | None:
 
 
 def _segmented_partner(partner: SeriesInfo, models: ModelPair, cfg: AppConfig, report: RunReport,
-                       done: dict) -> tuple:
+                       done: StudyMemo) -> tuple:
     """(affine, result) of a partner series, segmented once per run; its InputError, raised again, when that
-    segmentation failed (kept in ``done`` as (None, error))."""
+    segmentation failed (kept in ``done``)."""
     if partner.series_uid not in done:
         with report.stage("partner"):
             try:
                 partner_volume = load_volume(partner, cfg.max_voxels)
-                done[partner.series_uid] = (partner_volume.affine,
-                                            segment_volume(partner_volume.array, partner_volume.affine, models,
-                                                           dicom_stack=True))
+                done.segmented(partner.series_uid, partner_volume.affine,
+                               segment_volume(partner_volume.array, partner_volume.affine, models, dicom_stack=True))
                 del partner_volume
             except InputError as err:
-                done[partner.series_uid] = (None, err)
-    affine, result = done[partner.series_uid]
-    if isinstance(result, InputError):
-        raise result
-    return affine, result
+                done.failed(partner.series_uid, err)
+    entry = done.get(partner.series_uid)
+    if entry.failed:
+        raise entry.error
+    return entry.affine, entry.result
 
 
 def cross_check_count(volume: Volume, result: SegmentationResult, study: list[SeriesInfo], models: ModelPair,
-                      cfg: AppConfig, report: RunReport, done: dict) -> None:
+                      cfg: AppConfig, report: RunReport, done: StudyMemo) -> None:
     """``SPINESEG_PARTNER=always``: check a series' own count against the partner covering most of the spine
     (a whole-spine localizer, say); where the partner's count is the stronger (counted from C2-C3, as
     TotalSpineSeg numbers a whole spine) and they differ by one shift, renumber this series to it."""
@@ -468,7 +472,7 @@ def segment_study(chosen: list[SeriesInfo], study: list[SeriesInfo], models: Mod
     """Load and segment each chosen series (a partner of ``study`` names the levels of one without a
     landmark; each series is segmented once per run), then give the study one numbering where stations of
     one Frame of Reference disagree."""
-    done: dict = {}
+    done = StudyMemo()
     segmented = []
     for series in chosen:
         volume = load_series(series, cfg, report)

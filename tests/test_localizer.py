@@ -12,6 +12,7 @@ from spineseg.errors import InputError
 from spineseg.input.localizer import partner_candidates
 from spineseg.pipeline import AppConfig, run_all
 from spineseg.report import RunReport
+from spineseg.study import StudyMemo
 
 
 FAR_LOCALIZER = (P.LOCALIZER_STUDY[0], dataclasses.replace(P.LOCALIZER_STUDY[1], shift_mm=900.0))
@@ -309,7 +310,7 @@ def test_a_series_that_failed_in_this_run_is_not_segmented_again(crowded, tmp_pa
     from spineseg.pipeline import segment_series
     calls = no_landmark_anywhere(monkeypatch)
     cfg = AppConfig.from_settings(tmp_path, tmp_path / "out", None, {}, env={})
-    done: dict = {}
+    done = StudyMemo()
     with pytest.raises(InputError):
         segment_series(load_volume(crowded[5]), list(crowded.values()), None, cfg, RunReport(tmp_path / "out"), done)
     first = len(calls)
