@@ -119,7 +119,7 @@ def write_small_series(root, seed: int = 5400, pixel: float = 4.0):
 
 
 def drawn_values(sr) -> list[dict]:
-    """Each measurement of a written SR as a viewer reads it: label (Comment), tracking, value, unit and the
+    """Each measurement of a written SR as a viewer reads it: text (Comment) and label, tracking, value, unit and the
     SCOORD it is drawn with (graphic type, (column, row) points, referenced image and frame)."""
     out = []
     for g in sr.content.get_image_measurement_groups():
@@ -127,7 +127,11 @@ def drawn_values(sr) -> list[dict]:
         (coords,) = m.referenced_coordinates
         ref = coords.ContentSequence[0].ReferencedSOPSequence[0]
         (comment,) = [i for i in g[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121106"]
-        out.append({"label": comment.TextValue, "tracking_identifier": g.tracking_identifier,
+        # a point's text also carries its value ("L4-L5 canal area 340.68 mm2"): the label is what precedes it
+        suffix = f" {m.value:.2f} {m.unit.value}"
+        text = str(comment.TextValue)
+        out.append({"text": text, "label": text[:-len(suffix)] if text.endswith(suffix) else text,
+                    "tracking_identifier": g.tracking_identifier,
                     "tracking_uid": g.tracking_uid, "finding": g.finding_type.value, "value": m.value,
                     "unit": m.unit.value, "graphic": coords.GraphicType,
                     "points": np.asarray(coords.GraphicData, float).reshape(-1, 2),

@@ -6,7 +6,8 @@ replayed: double-click the SR, answer "Yes" to tracking, double-click the review
 Checked: no error notification, page error or "Something went wrong"; OHIF's SR view places every value of the SR
 (none left unloaded: a group without image coordinates used to stop the SR with an error); after tracking, OHIF's
 measurement service holds every length, as its Length tool, with its value equal to the JSON's (to 0.1 mm), on
-the image the SR names, its end points within one pixel of ours; the measurement panel lists each length's label;
+the image the SR names, its end points within one pixel of ours, and every other value as an arrow annotation
+at its place with the SR's text (label, value, unit); the measurement panel lists each length's label;
 the table image is shown and is not blank. Screenshots beside the test's output. Needs Orthanc, node, chromium
 and `make ohif` (fails under CI=true when they are missing, skips otherwise).
 """
@@ -132,7 +133,7 @@ def test_ohif_shows_every_measurement_without_an_error(opened, version, study):
     unplaced = [m for m in view["measurements"] if not m["loaded"] or not m["coords"]]
     assert unplaced == [], f"{len(unplaced)} values not placed, e.g. {unplaced[:2]}; {where}"
     shown = {label for m in view["measurements"] for label, _ in m["labels"]}
-    assert {d["label"] for d in written["drawn"]} <= shown, where
+    assert {d["text"] for d in written["drawn"]} <= shown, where
 
 
 @pytest.mark.parametrize("version", OHIF_VERSIONS)
@@ -164,6 +165,26 @@ def test_every_length_is_tracked_on_its_image_with_the_json_value(opened, versio
     # the measurement panel lists every length by its label
     unlisted = [label for label in lengths if label not in result.get("panelText", "")]
     assert unlisted == [], f"panel ({result.get('panel')}) lacks {unlisted[:3]}; {where}"
+
+
+@pytest.mark.parametrize("version", OHIF_VERSIONS)
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_other_value_is_tracked_as_a_labelled_arrow_at_its_place(opened, version, study):
+    """Volumes, areas and lengths too oblique to draw: after tracking, each is an arrow annotation pointing at
+    where it was measured, on the SR's image, whose text is the SR's (label, value and unit)."""
+    result, written, shots = opened[(version, study)]
+    where = f"OHIF {version}, {study}; screenshots in {shots}"
+    vol = written["study"].volume
+    points = {d["text"]: d for d in written["drawn"] if d["graphic"] == "POINT"}
+    assert len(points) >= 10, where
+    tracked = {m["label"]: m for m in result.get("tracked", []) if m["toolName"] == "ArrowAnnotate"}
+    assert sorted(tracked) == sorted(points), f"arrows {len(tracked)}, SR points {len(points)}; {where}"
+    spacing = np.linalg.norm(vol.affine[:3, 1:3], axis=0).min()
+    for text, d in points.items():
+        m = tracked[text]
+        assert m["sop"] == d["sop"], (text, where)
+        tip = np.asarray(m["points"][0], float) - image_point(vol, d["sop"], d["points"][0])
+        assert np.linalg.norm(tip) <= 1.5 * spacing, (text, m["points"][0], where)
 
 
 @pytest.mark.parametrize("version", OHIF_VERSIONS)

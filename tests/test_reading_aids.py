@@ -101,7 +101,7 @@ def demo_like(tmp_path_factory):
 def test_sr_is_valid_reads_back_and_draws_every_value_where_it_was_measured(demo_like, segmentation_type):
     import highdicom as hd
 
-    from spineseg.outputs.sr_writer import OHIF_LENGTH
+    from spineseg.outputs.sr_writer import OHIF_ARROW, OHIF_LENGTH
 
     out, vol, labels = demo_like
     seg, _ = build_seg(vol.datasets, labels, fake_model_description(), SegSettings(segmentation_type=segmentation_type))
@@ -136,7 +136,9 @@ def test_sr_is_valid_reads_back_and_draws_every_value_where_it_was_measured(demo
             assert d["unit"] == ("mm3" if f == "volume_mm3" else "mm2" if "area" in f else "mm")
             spacing = np.linalg.norm(vol.affine[:3, 1:3], axis=0)[::-1]            # column, row
             if f in ("volume_mm3", "canal_area_mm2", "cord_area_mm2"):
-                assert d["graphic"] == "POINT"
+                # a point OHIF loads as its arrow annotation, whose text says what and how much
+                assert d["graphic"] == "POINT" and d["tracking_identifier"] == OHIF_ARROW
+                assert d["text"] == f"{reader_label(m, f)} {round(value, 2):.2f} {d['unit']}"
             else:
                 # a length: a 2-point line on the image nearest it, whose drawn length is the value, with its
                 # ends within one pixel of where it was measured (points_mm, also in the JSON)
@@ -150,9 +152,9 @@ def test_sr_is_valid_reads_back_and_draws_every_value_where_it_was_measured(demo
                     in_plane = off - (off @ normal) / (normal @ normal) * normal
                     assert np.linalg.norm(in_plane) <= spacing.min(), (d["label"], ours, want)
                 lengths += 1
-            if f == "volume_mm3":        # the link to the SEG: the segment's own tracking identity
+            if f == "volume_mm3":        # the link to the SEG: the segment's own Tracking UID
                 segment = segments[STRUCTURES[m.label]["name"]]
-                assert (d["tracking_uid"], d["tracking_identifier"]) == (segment.TrackingUID, segment.TrackingID)
+                assert d["tracking_uid"] == segment.TrackingUID
                 assert d["finding"] == segment.SegmentedPropertyTypeCodeSequence[0].CodeValue
     assert lengths >= 30
     units = {d["unit"] for d in drawn}

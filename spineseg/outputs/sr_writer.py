@@ -9,20 +9,24 @@ and track, and each carries where it was taken on the source images:
   Tracking Identifier is ``Cornerstone3DTools@^0.1.0:Length``, the name OHIF (through
   @cornerstonejs/adapters) gives a length it can load as its own Length tool: listed in the measurement
   panel, drawn, tracked. A line too oblique to any image to be drawn at its true length (drawn within
-  ``DRAWN_TOLERANCE_MM``) is a point at its middle instead, with its own identifier, never a shorter line;
+  ``DRAWN_TOLERANCE_MM``) is a point at its middle instead, never a shorter line;
 * every volume (vertebra, disc, sacrum): a SCOORD POINT at the structure's centroid on the nearest image;
 * every cross-sectional area (canal and cord at a disc level): a SCOORD POINT at the section's centre.
 
+A point's group is identified as ``Cornerstone3DTools@^0.1.0:ArrowAnnotate``: OHIF loads it as an arrow pointing
+at the place, whose text is the group's Comment, which for a point also carries the value and unit ("L4-L5 canal
+area 340.68 mm2"), so that after tracking the reader still sees every number on the image.
+
 Each group says what was measured where: a Comment (DCM 121106, TEXT) holds the reader's label, e.g. "L4-L5
-disc height, centre" (the label OHIF 3.12 and 3.13 show, before and after tracking); Finding (DCM 121071)
+disc height, centre" (the label OHIF 3.12 and 3.13 show, before and after tracking; a point's also its value); Finding (DCM 121071)
 is the structure, as the SEG's Segmented Property Type codes it; Finding Site is the structure (CID 7603 /
 7604 concepts) or, for the canal and cord, the disc level (CID 1003 "Level of X/Y intervertebral disc"; the
 disc itself for L5-L6), with the CID 2 topographical modifier Anterior (SCT 255549009), Central
 (SCT 26216008), Posterior (SCT 255551008), Transverse (SCT 62824007) or Sagittal (SCT 30730003); the
 algorithm (TotalSpineSeg, release or "phantom", checkpoint digests) as in the SEG. The NUM itself has no
-child but its coordinates: OHIF drops a value with any other. A volume's group carries its SEG segment's Tracking Identifier and Tracking Unique Identifier (the link to
-the segment, as TID 1411 would give it: OHIF merges groups that share a Tracking Unique Identifier, so only
-the volume, one per segment, carries it); the SEG is in the evidence.
+child but its coordinates: OHIF drops a value with any other. A volume's group carries its SEG segment's Tracking Unique Identifier (the link to the segment, as TID 1411
+would give it: OHIF merges groups that share a Tracking Unique Identifier, so only the volume, one per segment,
+carries it); the SEG is in the evidence.
 
 Why not TID 1411 Volumetric ROI groups with a Referenced Segment (what this writer made before): OHIF 3.12
 and 3.13 place a measurement only where it has image coordinates, and a group without them stops its SR
@@ -58,6 +62,7 @@ from spineseg.outputs.seg_writer import derived_uid, offset_series_number
 
 SR_SERIES_OFFSET = 3000
 OHIF_LENGTH = "Cornerstone3DTools@^0.1.0:Length"
+OHIF_ARROW = "Cornerstone3DTools@^0.1.0:ArrowAnnotate"
 DRAWN_TOLERANCE_MM = 0.05
 _WHERE = {"anterior": ("anterior", codes.SCT.Anterior), "centre": ("centre", codes.SCT.Central),
           "posterior": ("posterior", codes.SCT.Posterior)}
@@ -147,11 +152,11 @@ def _group(value: Value, volume, seg: Dataset, segment: Dataset | None, algorith
     if line:
         tracking = hd.sr.TrackingIdentifier(uid=derived_uid("sr-length", str(seg.SOPInstanceUID), value.label),
                                             identifier=OHIF_LENGTH)
-    elif value.field == "volume_mm3" and segment is not None:
-        tracking = hd.sr.TrackingIdentifier(uid=str(segment.TrackingUID), identifier=str(segment.TrackingID))
+    elif value.field == "volume_mm3" and segment is not None:       # the segment's own Tracking UID: the link
+        tracking = hd.sr.TrackingIdentifier(uid=str(segment.TrackingUID), identifier=OHIF_ARROW)
     else:
         tracking = hd.sr.TrackingIdentifier(uid=derived_uid("sr-value", str(seg.SOPInstanceUID), value.label),
-                                            identifier=value.label)
+                                            identifier=OHIF_ARROW)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         finding_type=_coded(STRUCTURES[value.structure]["type"]),
@@ -159,7 +164,8 @@ def _group(value: Value, volume, seg: Dataset, segment: Dataset | None, algorith
         algorithm_id=algorithm,
         measurements=[measurement],
     )
-    group[0].ContentSequence.append(hd.sr.TextContentItem(name=codes.DCM.Comment, value=value.label,
+    text = value.label if line else f"{value.label} {value.number:.2f} {value.unit.value}"
+    group[0].ContentSequence.append(hd.sr.TextContentItem(name=codes.DCM.Comment, value=text,
                                                           relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return group
 
