@@ -43,10 +43,8 @@ class StudyMemo:
         return series_uid in self._by_uid
 
     def segmented(self, series_uid: str, affine: np.ndarray, result: SegmentationResult) -> SegmentedSeries:
-        """Record a result (replacing an earlier one of the same series: a partner's help gives a new result)."""
-        previous = self._by_uid.get(series_uid)
-        entry = SegmentedSeries(np.asarray(affine, float), result,
-                                count_checked=bool(previous and previous.count_checked))
+        """Record a result; it replaces only a failure of the same series (the result a partner's help gave it)."""
+        entry = SegmentedSeries(np.asarray(affine, float), result)
         self._by_uid[series_uid] = entry
         return entry
 

@@ -78,9 +78,9 @@ def _secondary_capture(volume: Volume, rgb: np.ndarray, plane: ReviewPlane, seg_
         sop_instance_uid=derived_uid(instance[0], seg_uid),
         instance_number=instance[1],
         manufacturer=APP_NAME,
-        patient_orientation=orientation or ("P", "F"),
+        patient_orientation=orientation or ("P", "F"),    # highdicom wants one in the PATIENT coordinate system
     )
-    if orientation is None:
+    if orientation is None:                              # Type 2: sent empty for an image without one
         sc.PatientOrientation = None
     sc.BurnedInAnnotation = "YES"
     # General Series: Laterality (2C) is needed unless the body part is known to be unpaired, so carry the

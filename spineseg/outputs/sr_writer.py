@@ -13,20 +13,20 @@ and track, and each carries where it was taken on the source images:
 * every volume (vertebra, disc, sacrum): a SCOORD POINT at the structure's centroid on the nearest image;
 * every cross-sectional area (canal and cord at a disc level): a SCOORD POINT at the section's centre.
 
-A point's group is identified as ``Cornerstone3DTools@^0.1.0:ArrowAnnotate``: OHIF loads it as an arrow pointing
-at the place, whose text is the group's Comment, which for a point also carries the value and unit ("L4-L5 canal
-area 340.68 mm2"), so that after tracking the reader still sees every number on the image.
+A point's group is identified as ``Cornerstone3DTools@^0.1.0:ArrowAnnotate``: OHIF loads it as an arrow
+pointing at the place, whose text is the group's Comment, which for a point also carries the value and unit
+("L4-L5 canal area 340.68 mm2"), so that after tracking the reader still sees every number on the image.
 
-Each group says what was measured where: a Comment (DCM 121106, TEXT) holds the reader's label, e.g. "L4-L5
-disc height, centre" (the label OHIF 3.12 and 3.13 show, before and after tracking; a point's also its value); Finding (DCM 121071)
-is the structure, as the SEG's Segmented Property Type codes it; Finding Site is the structure (CID 7603 /
-7604 concepts) or, for the canal and cord, the disc level (CID 1003 "Level of X/Y intervertebral disc"; the
-disc itself for L5-L6), with the CID 2 topographical modifier Anterior (SCT 255549009), Central
-(SCT 26216008), Posterior (SCT 255551008), Transverse (SCT 62824007) or Sagittal (SCT 30730003); the
-algorithm (TotalSpineSeg, release or "phantom", checkpoint digests) as in the SEG. The NUM itself has no
-child but its coordinates: OHIF drops a value with any other. A volume's group carries its SEG segment's Tracking Unique Identifier (the link to the segment, as TID 1411
-would give it: OHIF merges groups that share a Tracking Unique Identifier, so only the volume, one per segment,
-carries it); the SEG is in the evidence.
+Each group says what was measured where: a Comment (DCM 121106, TEXT) holds the reader's label, e.g. "L4-L5 disc
+height, centre" (the label OHIF 3.12 and 3.13 show, before and after tracking; a point's also its value);
+Finding (DCM 121071) is the structure, as the SEG's Segmented Property Type codes it; Finding Site is the
+structure (CID 7603 / 7604 concepts) or, for the canal and cord, the disc level (CID 1003 "Level of X/Y
+intervertebral disc"; the disc itself for L5-L6), with the CID 2 topographical modifier Anterior (SCT
+255549009), Central (SCT 26216008), Posterior (SCT 255551008), Transverse (SCT 62824007) or Sagittal (SCT
+30730003); the algorithm (TotalSpineSeg, release or "phantom", checkpoint digests) as in the SEG. The NUM itself
+has no child but its coordinates: OHIF drops a value with any other. A volume's group carries its SEG segment's
+Tracking Unique Identifier (the link to the segment, as TID 1411 would give it: OHIF merges groups that share a
+Tracking Unique Identifier, so only the volume, one per segment, carries it); the SEG is in the evidence.
 
 Why not TID 1411 Volumetric ROI groups with a Referenced Segment (what this writer made before): OHIF 3.12
 and 3.13 place a measurement only where it has image coordinates, and a group without them stops its SR
@@ -64,8 +64,7 @@ SR_SERIES_OFFSET = 3000
 OHIF_LENGTH = "Cornerstone3DTools@^0.1.0:Length"
 OHIF_ARROW = "Cornerstone3DTools@^0.1.0:ArrowAnnotate"
 DRAWN_TOLERANCE_MM = 0.05
-_WHERE = {"anterior": ("anterior", codes.SCT.Anterior), "centre": ("centre", codes.SCT.Central),
-          "posterior": ("posterior", codes.SCT.Posterior)}
+_MODIFIER = {"anterior": codes.SCT.Anterior, "centre": codes.SCT.Central, "posterior": codes.SCT.Posterior}
 
 
 def _coded(triple):
@@ -110,8 +109,8 @@ def measured_values(levels: list[LevelMeasurements]) -> list[Value]:
         level = m.level if m.label != SACRUM else "Sacrum"
         candidates = [(f"{level} {'disc ' if m.label in DISCS else ''}volume", "volume_mm3", codes.SCT.Volume,
                        mm3, own, None)]
-        candidates += [(f"{level} {kind} height, {word}", f"height_{where}_mm", codes.DCM.Height, mm, own, modifier)
-                       for where, (word, modifier) in _WHERE.items()]
+        candidates += [(f"{level} {kind} height, {where}", f"height_{where}_mm", codes.DCM.Height, mm, own, modifier)
+                       for where, modifier in _MODIFIER.items()]
         if m.label in DISCS:
             site = disc_level_site(m.label)
             candidates += [(f"{level} canal area", "canal_area_mm2", codes.SCT.Area, mm2, site, codes.SCT.Transverse),
