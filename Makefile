@@ -64,8 +64,11 @@ package: $(PKG_STAMP)
 
 # The CPU MAP image, built offline with a real engine (tools/build_image.py: Debian base by mmdebstrap, pinned
 # wheelhouse in build/wheelhouse, docker build --network none); needs `docker info` to work (README, Deployment).
+# WEIGHTS=DIR: then the same image with the TotalSpineSeg release zips in DIR, checked against DIR/SHA256SUMS,
+# in place of the phantom models (tools/weights_image.py; docs/deployment.md, "Official weights")
 image: $(STAMP) $(PKG_STAMP)
 	$(PKG_VENV)/bin/python tools/build_image.py
+	$(if $(WEIGHTS),$(BIN)/python tools/weights_image.py "$(WEIGHTS)")
 
 # The built image run as hospitals run it (tests/test_container_image.py)
 image-test: $(STAMP)
