@@ -61,8 +61,10 @@ def agreement(ours: np.ndarray, exact: np.ndarray) -> dict:
             "lowest_dice": {"label": worst, "dice": round(dice[worst], 4)} if dice else None}
 
 
-def make_full_size_models(models: Path, work: Path) -> Path:
-    """Both steps in the official layout with the official architecture and seeded random weights."""
+def make_full_size_models(models: Path, work: Path, folder_name: str = FULL_SIZE_FOLDER,
+                          checkpoint_seeds: dict[str, int] | None = None) -> Path:
+    """Both steps in the official layout with the official architecture and seeded random weights: one
+    checkpoint per entry of ``checkpoint_seeds`` (file name -> seed; default checkpoint_final.pth, seed 0)."""
     import torch
 
     import network_speed as NS
@@ -72,9 +74,13 @@ def make_full_size_models(models: Path, work: Path) -> Path:
         dataset = json.loads((bundled / "dataset.json").read_text())
         plans = NS.resencl_plans(work / f"plan_{step}", n_ch)
         plans["plans_name"] = "nnUNetPlans"
-        folder = out / "nnUNet" / "results" / step / FULL_SIZE_FOLDER
-        torch.manual_seed(0)
-        NS.save_random_model(plans, n_ch, len(dataset["labels"]), folder)
+        folder = out / "nnUNet" / "results" / step / folder_name
+        for name, seed in (checkpoint_seeds or {"checkpoint_final.pth": 0}).items():
+            torch.manual_seed(seed)
+            NS.save_random_model(plans, n_ch, len(dataset["labels"]), folder)   # writes checkpoint_final.pth
+            (folder / "fold_0" / "checkpoint_final.pth").rename(folder / "fold_0" / f"{name}.saved")
+        for saved in (folder / "fold_0").glob("*.saved"):
+            saved.rename(saved.with_suffix(""))
         (folder / "dataset.json").write_text(json.dumps({**dataset, "description": "random weights (timing)"}))
     return out
 

@@ -133,7 +133,8 @@ def build(weights: Path, base: str = CPU_IMAGE, tag: str | None = None) -> dict:
     seconds["docker_build"] = round(time.monotonic() - t, 1)
     seconds["total"] = round(time.monotonic() - t0, 1)
     size = int(docker("image", "inspect", "-f", "{{.Size}}", tag, capture_output=True).stdout)
-    record = {"tag": tag, "from": base, "release": release, "zips": {p.name: h for p, h in verified},
+    record = {"tag": tag, "from": base, "release": release, "context": str(models.parent),
+              "zips": {p.name: h for p, h in verified},
               "seconds": seconds, "size_bytes": size}
     (ROOT / "build" / "image" / "weights-record.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{tag}: {size / 1e9:.2f} GB, release {release}; " + ", ".join(f"{k} {v} s" for k, v in seconds.items()))

@@ -1,0 +1,151 @@
+"""The MAP image with full-size release weights, built by `make image WEIGHTS=DIR`'s path and run as a hospital
+runs it: build time, size, and per backend the wall time and peak memory of the clinical lumbar phantom inside
+app.yaml's CPU and memory limits (issue 27, item 3).
+
+    python bench/official_image.py [--backends openvino openvino-bf16 torch] [--json bench/results/official_image.json]
+
+The zips have the shape of TotalSpineSeg's current release (r20251124): ``Dataset10X_.../nnUNetTrainerDAExt__
+nnUNetPlans__3d_fullres/fold_0`` with ``checkpoint_best.pth`` and ``checkpoint_final.pth``, ResEnc-L networks
+planned by nnU-Net's ``nnUNetPlannerResEncL`` (bench/network_speed.py) with seeded random weights: they cost
+what trained ones cost, but their labels mean nothing, so a run may end in a study-level error (recorded with
+its time) after its networks ran. Needs the CPU MAP image (`make image`) and a Docker engine; about 15 minutes
+and 8 GB of disk on a 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+
+import release_zips  # noqa: E402
+import weights_image  # noqa: E402
+from backends import CLINICAL  # noqa: E402   the full-size study of bench/backends.py
+
+RELEASE = "r20251124"
+TRAINER_FOLDER = "nnUNetTrainerDAExt__nnUNetPlans__3d_fullres"
+
+
+def full_size_release(models: Path, work: Path) -> Path:
+    """Release zips of both steps (ResEnc-L, random weights: best seed 0, final seed 1) and their SHA256SUMS."""
+    from backends import make_full_size_models
+    full = make_full_size_models(models, work, TRAINER_FOLDER,
+                                          {"checkpoint_best.pth": 0, "checkpoint_final.pth": 1})
+    out = work / "zips"
+    for folder in sorted((full / "nnUNet" / "results").glob(f"*/{TRAINER_FOLDER}")):
+        release_zips.write_release_zip(folder, out, RELEASE)
+    release_zips.write_sums(out)
+    return out
+
+
+def peak_memory_while(container: str) -> tuple[int, float]:
+    """(exit status, peak memory in GB) of a running container, from its memory cgroup (v1 or v2)."""
+    full_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    candidates = [Path(f"/sys/fs/cgroup/memory/docker/{full_id}/memory.max_usage_in_bytes"),
+                  Path(f"/sys/fs/cgroup/docker/{full_id}/memory.peak"),
+                  Path(f"/sys/fs/cgroup/system.slice/docker-{full_id}.scope/memory.peak")]
+    peak = 0
+    done = threading.Event()
+
+    def poll():
+        nonlocal peak
+        while not done.is_set():
+            for c in candidates:
+                try:
+                    peak = max(peak, int(c.read_text()))
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    status = int(subprocess.run(["docker", "wait", container], capture_output=True, text=True, check=True).stdout)
+    done.set()
+    thread.join()
+    return status, round(peak / 1e9, 2)
+
+
+def run_in_image(tag: str, study: Path, out: Path, backend: str) -> dict:
+    """The study through the image as tests/container_helpers.run_map runs it (app.yaml's cpu and memory)."""
+    import yaml
+    resources = yaml.safe_load((ROOT / "app.yaml").read_text())["resources"]
+    out.mkdir(parents=True)
+    if os.geteuid() == 0:
+        os.chown(out, 4242, 4242)       # the service's uid owns its output folder, as in tests/container_helpers
+    name = f"spineseg-bench-{backend}-{os.getpid()}"
+    t0 = time.monotonic()
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--user", "4242:4242", "--read-only",
+                    "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(resources["cpu"]),
+                    "--memory", str(resources["memory"]).replace("Gi", "g"), "-e", f"SPINESEG_BACKEND={backend}",
+                    "-v", f"{study}:/var/holoscan/input:ro", "-v", f"{out}:/var/holoscan/output", tag],
+                   check=True, capture_output=True, text=True)
+    try:
+        status, peak_gb = peak_memory_while(name)
+        wall = round(time.monotonic() - t0, 1)
+        oom = subprocess.run(["docker", "inspect", "-f", "{{.State.OOMKilled}}", name], capture_output=True,
+                             text=True).stdout.strip() == "true"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    row = {"exit_status": status, "container_wall_s": wall, "peak_memory_gb": peak_gb, "oom_killed": oom}
+    report = out / "report.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        row.update(status=r["status"], error=(r.get("error") or {}).get("code"), app_wall_s=r.get("wall_seconds"),
+                   stages_s=r.get("timings_seconds"),
+                   models={s: {k: r["models"][s][k] for k in ("kind", "release", "checkpoint", "openvino_ir")
+                               if k in r["models"][s]} for s in ("step1", "step2") if s in r.get("models", {})})
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", nargs="+", default=["openvino", "openvino-bf16", "torch"])
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    import phantom as P
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    record = {"bench": "official_image", "recorded": {"date": date.today().isoformat(), "commit": commit,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores"},
+              "load_average_at_start": round(os.getloadavg()[0], 1), "release_shape": f"{RELEASE}, {TRAINER_FOLDER}",
+              "network": "ResEnc-L (nnUNetPlannerResEncL saved as nnUNetPlans), random weights", "study": CLINICAL}
+    with tempfile.TemporaryDirectory(dir=ROOT / "build") as tmp:
+        tmp = Path(tmp)
+        t = time.monotonic()
+        zips = full_size_release(ROOT / "models", tmp)
+        record["zips_gb"] = round(sum(z.stat().st_size for z in zips.glob("*.zip")) / 1e9, 2)
+        record["make_zips_s"] = round(time.monotonic() - t, 1)
+        tag = f"{weights_image.CPU_IMAGE}-{RELEASE}-bench"
+        build = weights_image.build(zips, tag=tag)
+        record["build"] = {"seconds": build["seconds"], "size_gb": round(build["size_bytes"] / 1e9, 2)}
+        study = tmp / "clinical"
+        P.write_case(out_dir=study, **CLINICAL)
+        subprocess.run(["chmod", "-R", "a+rX", str(study)], check=True)
+        record["backends"] = {}
+        for backend in a.backends:
+            row = run_in_image(tag, study / "dicom", tmp / f"out-{backend}", backend)
+            record["backends"][backend] = row
+            print(f"{backend}: exit {row['exit_status']} in {row['container_wall_s']} s, peak {row['peak_memory_gb']} GB"
+                  f" ({row.get('status')}, {row.get('error')})", flush=True)
+        record["load_average_at_end"] = round(os.getloadavg()[0], 1)
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+        subprocess.run(["rm", "-rf", build["context"]], check=False)     # 2.3 GB of random weights
+    print(json.dumps(record, indent=1))
+    if a.json:
+        a.json.write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
