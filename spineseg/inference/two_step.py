@@ -1,7 +1,8 @@
 """TotalSpineSeg's two-step inference, in one process and in memory.
 
 The steps and their parameters follow ``totalspineseg/inference/two_step.py`` (release 20260807) exactly;
-each post-processing step is totalspineseg's own in-memory function. The networks run through
+each post-processing step is totalspineseg's own in-memory function, or where that is slow an equivalent
+proven to return the same (``spineseg.inference.postprocess``: largest_component, iterative_label). The networks run through
 nnU-Net's predictor, built from the plans with ``manual_initialization`` so that no trainer
 lookup (and hence no torchvision import), no worker process and no intermediate file is needed.
 """
@@ -19,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from spineseg.errors import InputError, ModelError
-from spineseg.inference import backends
+from spineseg.inference import backends, postprocess
 from spineseg.inference.checksums import sha256_of
 from spineseg.inference.numbering import Numbering
 from spineseg.inference.numbering import assess as assess_numbering
@@ -350,14 +351,12 @@ def _iterative_label(seg: nib.Nifti1Image, step: str, localizer: nib.Nifti1Image
     ValueError becomes a specific input error."""
     import copy
 
-    import totalspineseg as tss
-
     # iterative_label drops the landmarks it discards from the list it is given
     # (selected_disc_landmarks.remove(...)): each call gets its own copy, or one series (any lumbar
     # one drops C2-C3) would change how every later series in the process is labelled.
     params = copy.deepcopy({**params, **(WITH_LOCALIZER if localizer is not None else {})})
     try:
-        return tss.iterative_label(seg, localizer, **params)
+        return postprocess.iterative_label(seg, localizer, **params)
     except ValueError as exc:
         if "landmark" not in str(exc):
             # e.g. no spinal canal to sort the discs along: the segmentation cannot be labelled
@@ -485,7 +484,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     stage("step1_network", t)
 
     t = time.perf_counter()
-    s1 = tss.largest_component(step1, binarize=True, dilate=5)
+    s1 = postprocess.largest_component(step1, binarize=True, dilate=5)
     s1 = _iterative_label(s1, "Step 1", localizer, **STEP1_LABELLING)
     if not np.asanyarray(s1.dataobj).any():
         raise InputError("NO_SPINE_FOUND", "Step 1 found no spine in the chosen series: the images are likely "
@@ -505,7 +504,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     stage("step2_network", t)
 
     t = time.perf_counter()
-    s2 = tss.largest_component(step2, binarize=True, dilate=5)
+    s2 = postprocess.largest_component(step2, binarize=True, dilate=5)
     s2_network = np.asanyarray(s2.dataobj)
     s2 = _iterative_label(s2, "Step 2", localizer, **STEP2_LABELLING)
     s2_labelled = np.asanyarray(s2.dataobj)

@@ -1,0 +1,132 @@
+"""The fast post-processing paths (spineseg/inference/postprocess.py) return exactly what totalspineseg's own
+functions return: same voxels, dtype, affine and header, or the same error.
+
+Label maps: phantoms of every field of view and anatomical variant tools/phantom.py makes (at 2 mm, to keep
+the file under ~30 s), in step 1's and step 2's network label schemes, as they come and damaged at random
+(spurious blobs, missing structures, a relabelled part), plus random maps and random center_of_mass calls.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from functools import cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import phantom as P  # noqa: E402
+from train_phantom_models import step1_target as step1_scheme  # noqa: E402  (the networks' label schemes)
+from train_phantom_models import step2_target as step2_scheme  # noqa: E402
+import totalspineseg as tss  # noqa: E402
+
+from spineseg.inference import postprocess  # noqa: E402
+from spineseg.inference.two_step import STEP1_LABELLING, STEP2_LABELLING, WITH_LOCALIZER  # noqa: E402
+
+# at 2 mm a voxel is 8 of the networks' 1 mm ones: totalspineseg's smallest component (200) scaled to match
+MIN_COMPONENT = {"min_component_size": 25}
+CASES = [(fov, "normal") for fov in P.FOV_KINDS + P.EXTRA_FOVS] + \
+        [("lumbar", v) for v in P.VARIANTS if v != "normal"]
+
+
+@cache
+def phantom_labels(fov: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    ph = P.make_phantom(3, fov=fov, variant=variant)
+    affine, shape = P.canonical_grid(ph, spacing=2.0)
+    _, final = P.render(ph, affine, shape)
+    return final, P.lps_to_ras(affine)
+
+
+def damaged(data: np.ndarray, seed: int) -> np.ndarray:
+    """``data`` with what a network gets wrong: spurious blobs, a structure left out, a part relabelled."""
+    rng = np.random.default_rng(seed)
+    out = data.copy()
+    values = [int(v) for v in np.unique(data) if v]
+    for _ in range(6):                                     # small blobs of random labels, some touching
+        centre = [rng.integers(0, n) for n in out.shape]
+        box = tuple(slice(max(0, c - r), c + r) for c, r in zip(centre, rng.integers(1, 4, 3)))
+        out[box] = rng.choice(values)
+    if values:
+        out[out == rng.choice(values)] = 0                 # one structure missed
+        part = rng.random(out.shape) < 0.02
+        out[part & (out > 0)] = rng.choice(values)         # scattered voxels of another label
+    return out
+
+
+def nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    return nib.Nifti1Image(data.astype(np.uint8), affine)
+
+
+def outcome(function, *args, **kwargs):
+    """What a call gives: the image's voxels, dtype, affine and header bytes, or the error it raises."""
+    try:
+        image = function(*copy.deepcopy(args), **copy.deepcopy(kwargs))
+    except Exception as exc:                  # iterative_label refuses maps without canal or landmark
+        return ("raised", type(exc).__name__, str(exc))
+    data = np.asanyarray(image.dataobj)
+    return ("image", data.dtype.str, data.tobytes(), image.affine.tobytes(), image.header.binaryblock)
+
+
+def assert_same(reference, fast, *args, **kwargs):
+    expected, got = outcome(reference, *args, **kwargs), outcome(fast, *args, **kwargs)
+    assert got[:2] == expected[:2], (got[:2], expected[:2], got[2:] if got[0] == "raised" else "")
+    assert got == expected
+
+
+@pytest.mark.parametrize("fov,variant", CASES)
+def test_phantom_maps_label_the_same(fov, variant):
+    final, affine = phantom_labels(fov, variant)
+    for scheme, params in ((step1_scheme, STEP1_LABELLING), (step2_scheme, STEP2_LABELLING)):
+        for data in (scheme(final), damaged(scheme(final), seed=len(fov) + len(variant))):
+            image = nifti(data, affine)
+            assert_same(tss.largest_component, postprocess.largest_component, image, binarize=True, dilate=5)
+            cleaned = tss.largest_component(image, binarize=True, dilate=5)
+            assert_same(tss.iterative_label, postprocess.iterative_label, cleaned, None, **params, **MIN_COMPONENT)
+
+
+def test_localizer_labelling_the_same():
+    """``--loc``: step 2 named from a localizer's final labels (another field of view of the same phantom)."""
+    final, affine = phantom_labels("lumbar", "normal")
+    whole, _ = phantom_labels("thoracolumbar", "normal")
+    localizer = nifti(whole, affine)           # its own grid: iterative_label resamples it onto the series'
+    image = tss.largest_component(nifti(step2_scheme(final), affine), binarize=True, dilate=5)
+    assert_same(tss.iterative_label, postprocess.iterative_label, image, localizer,
+                **{**STEP2_LABELLING, **WITH_LOCALIZER}, **MIN_COMPONENT)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_maps_largest_component(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(5, 40, 3))
+    data = (ndi.gaussian_filter(rng.random(shape), 1.5) > 0.5) * rng.integers(1, 5, shape)
+    affine = np.diag([*rng.uniform(0.5, 2, 3), 1])
+    for binarize in (True, False):
+        for dilate in (0, 1, 2, 5):
+            assert_same(tss.largest_component, postprocess.largest_component, nifti(data, affine),
+                        binarize=binarize, dilate=dilate)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_center_of_mass(seed):
+    """Bit for bit, including labels absent or out of range (NaN), a boolean index (as iterative_label's
+    ``_sort_labels_si`` passes one), labels past the array's size (scipy's np.unique branch) and uint types."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(1, 30, 3))
+    mask = rng.random(shape) < rng.uniform(0, 1)
+    dtype = rng.choice([np.uint8, np.uint16, np.uint32, np.int32, np.int64, np.uint64])
+    top = int(rng.choice([5, 50, 10 ** 6]))
+    labels = rng.integers(0, top, shape).astype(dtype)
+    indexes = [list(rng.integers(0, top, 5)), [0], [], list(rng.integers(-3, top + 3, 7)),
+               np.array(rng.random(4) < 0.5), np.unique(labels)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for index in indexes:
+            expected = ndi.center_of_mass(mask, labels, index)
+            got = postprocess.center_of_mass(mask, labels, index)
+            assert type(got) is type(expected) and len(got) == len(expected)
+            np.testing.assert_array_equal(np.array(got, float), np.array(expected, float), strict=True)
+            assert np.array(got).tobytes() == np.array(expected).tobytes()
