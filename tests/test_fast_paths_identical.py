@@ -130,3 +130,41 @@ def test_random_center_of_mass(seed):
             assert type(got) is type(expected) and len(got) == len(expected)
             np.testing.assert_array_equal(np.array(got, float), np.array(expected, float), strict=True)
             assert np.array(got).tobytes() == np.array(expected).tobytes()
+
+
+def test_predictor_imported_without_dynamo_and_same_isinstance():
+    """nnU-Net's predictor module, imported through nnunet_import, holds no torch._dynamo, and its
+    ``OptimizedModule`` test answers as the real class: False for a plain network, True once compiled."""
+    script = (
+        "import sys; from spineseg.inference.nnunet_import import predictor_module, totalspineseg\n"
+        "m = predictor_module(); totalspineseg(); assert 'torch._dynamo' not in sys.modules\n"
+        "import torch; net = torch.nn.Linear(2, 2); assert not isinstance(net, m.OptimizedModule)\n"
+        "import torch._dynamo; assert isinstance(torch._dynamo.OptimizedModule(net, lambda *a: None), m.OptimizedModule)\n"
+        "assert not isinstance(net, m.OptimizedModule); print('ok')\n")
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_checkpoint_hash_remembered_only_while_the_file_is_unchanged(tmp_path):
+    import os
+    import time
+
+    from spineseg.inference import checksums
+    ckpt, cache = tmp_path / "checkpoint_final.pth", tmp_path / "cache"
+    ckpt.write_bytes(b"weights one")
+    assert checksums.sha256_remembered(ckpt, [cache]) == checksums.sha256_of(ckpt)
+    assert not (cache / checksums.RECORDS).exists()            # too fresh to tell from a rewrite: not recorded
+    checksums.remember(ckpt, "remembered", cache)
+    assert not (cache / checksums.RECORDS).exists()
+    old = time.time() - 60
+    os.utime(ckpt, (old, old))
+    checksums.SETTLED_S, settled = -1e9, checksums.SETTLED_S  # as if its change time were old
+    try:
+        checksums.remember(ckpt, "remembered", cache)
+    finally:
+        checksums.SETTLED_S = settled
+    assert checksums.sha256_remembered(ckpt, [tmp_path / "none", cache]) == "remembered"   # taken from the record
+    ckpt.write_bytes(b"weights two")                                                     # same size, rewritten
+    os.utime(ckpt, (old, old))                                                           # even with the old mtime
+    assert checksums.sha256_remembered(ckpt, [cache]) == checksums.sha256_of(ckpt)      # the change time differs

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from spineseg.inference.backends import PRECOMPILED_FOLDER, ir_for
+from spineseg.inference.checksums import remember
 from spineseg.inference.two_step import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder
 
 
@@ -27,6 +28,8 @@ def precompile(models_dir: Path, release: str = "auto") -> list[Path]:
         key = model.export_key()
         ir_for(lambda: model.predictor.network, folder, key, model.patch_size, model.trace_shape,
                cache_dir=folder / PRECOMPILED_FOLDER, must_save=True)
+        # the checkpoint's digest beside its IR: a run on this very file need not hash it again
+        remember(model.info.checkpoint, model.info.sha256, folder / PRECOMPILED_FOLDER)
         written.append(folder / PRECOMPILED_FOLDER / key.digest() / "model.xml")
         print(f"{dataset}: {written[-1]}")
     return written

@@ -4,7 +4,8 @@ The steps and their parameters follow ``totalspineseg/inference/two_step.py`` (r
 each post-processing step is totalspineseg's own in-memory function, or where that is slow an equivalent
 proven to return the same (``spineseg.inference.postprocess``: largest_component, iterative_label). The networks run through
 nnU-Net's predictor, built from the plans with ``manual_initialization`` so that no trainer
-lookup (and hence no torchvision import), no worker process and no intermediate file is needed.
+lookup (and hence no torchvision import), no worker process and no intermediate file is needed, and imported
+without ``torch._dynamo`` (``spineseg.inference.nnunet_import``).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import nibabel as nib
 import numpy as np
 
 from spineseg.errors import InputError, ModelError
-from spineseg.inference import backends, postprocess
-from spineseg.inference.checksums import sha256_of
+from spineseg.inference import backends, nnunet_import, postprocess
+from spineseg.inference.checksums import sha256_remembered
 from spineseg.inference.numbering import Numbering
 from spineseg.inference.numbering import assess as assess_numbering
 
@@ -178,7 +179,6 @@ class LoadedModel:
 
     def __init__(self, folder: Path, device: str = "cpu", backend: str = "torch", cache_dir: Path | None = None):
         import torch
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -217,7 +217,10 @@ class LoadedModel:
             strides *= np.broadcast_to(np.asarray(stride, int), 3)
         self.trace_shape = [int(v) for v in np.minimum(2 * strides, self.patch_size)]
         self._configuration = json.dumps(plans["configurations"][configuration], sort_keys=True)
-        self.info = ModelInfo(folder.parent.name, folder, ckpt_path, sha256_of(ckpt_path), kind, release)
+        # hashed once per checkpoint: the digest is remembered beside the IRs (precompiled, or the cache)
+        digest = sha256_remembered(ckpt_path, [folder / backends.PRECOMPILED_FOLDER,
+                                               cache_dir or backends.default_cache_dir()])
+        self.info = ModelInfo(folder.parent.name, folder, ckpt_path, digest, kind, release)
         # ir_warning: the cached IR did not match its manifest and was exported again (backends.ir_for)
         self.backend, self.ir_source, self.ir_warning = backend, None, None
         if backend == "torch":
@@ -226,10 +229,11 @@ class LoadedModel:
             # the weights live in the IR: nnU-Net's per-prediction load_state_dict has nothing to load
             network, parameters = self._openvino_network(backend, cache_dir), [None]
         # nnU-Net keeps the whole sliding window on the device only for CUDA (and warns when asked on a CPU)
-        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                         perform_everything_on_device=torch.device(device).type == "cuda",
-                                         device=torch.device(device),
-                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        predictor = nnunet_import.predictor_module().nnUNetPredictor
+        self.predictor = predictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                   perform_everything_on_device=torch.device(device).type == "cuda",
+                                   device=torch.device(device),
+                                   verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         self.predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json, trainer,
                                              checkpoint.get("inference_allowed_mirroring_axes"))
 
@@ -452,8 +456,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     does. Raises :class:`InputError` ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference
     command does.
     """
-    import totalspineseg as tss
-
+    tss = nnunet_import.totalspineseg()
     timings: dict[str, float] = {}
 
     def stage(name: str, t0: float):
