@@ -1,25 +1,36 @@
-"""Every setting of the app, read and checked in one place, before any work starts.
+"""Every setting of the app, declared once in ``SETTINGS`` and read, checked and documented from that table.
 
-app.yaml's ``spineseg`` section is read first, then SPINESEG_* variables override it. Each value is
-converted to its type and range here, so a bad value stops the run at once with ``BAD_SETTING``
-(exit 4: the deployment, not the study, is wrong) instead of failing deep inside a stage. Secret
-values (passwords, tokens, URL user info) are checked for what would break an HTTP header and are
-never copied into a message: a message names the setting, not its value.
+Each row names a key of app.yaml's ``spineseg`` section, the SPINESEG_* variable that overrides it (if any),
+the kind of value it takes (type and bounds), its default and what it means. The table drives:
+
+- reading: a variable that is set and not empty wins over app.yaml, which wins over the default; a key set to
+  null or "" in app.yaml counts as not set;
+- checking: every value is converted to its kind before any work starts, so a bad value stops the run at once
+  with ``BAD_SETTING`` (exit 4: the deployment, not the study, is wrong) instead of failing deep inside a stage;
+  a key the table does not define, at any depth, is refused with the nearest valid key (``check_known_keys``);
+- messages: a message names the setting as the value was given, the variable (and the app.yaml key it
+  overrides) for a value from the environment, the app.yaml key for a value from the file. Secret values
+  (passwords, tokens, URL user info) are checked for what would break an HTTP header and never copied into a
+  message;
+- the README's settings table (``settings_table_markdown``, placed by tools/docs_figures.py).
 """
 from __future__ import annotations
 
 import difflib
 import math
 import os
-from dataclasses import dataclass, field, fields
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination
 from spineseg.errors import SpineSegError
 from spineseg.inference.backends import SETTINGS as BACKEND_SETTINGS
-from spineseg.outputs.seg_writer import SegSettings
-from spineseg.input.selection import SelectionRules
+from spineseg.input.selection import SelectionRules, parse_rules
+from spineseg.outputs.seg_writer import COMPRESSION, SEGMENTATION_TYPES, SegSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO_ROOT / "models"
@@ -60,208 +71,375 @@ def load_settings(path: Path | None = None) -> dict:
     return section or {}
 
 
-# --- typed readers: each names the setting, never a secret value -----------------------------------
-def to_int(name: str, value, lo: int, hi: int) -> int:
-    try:
-        number = float(value)
-        if not number.is_integer():
-            raise ValueError
-        out = int(number)
-    except (TypeError, ValueError, OverflowError):
-        raise bad_setting(f"{name}={value!r} is not an integer") from None
-    if not lo <= out <= hi:
-        raise bad_setting(f"{name}={out} is outside {lo}..{hi}")
-    return out
+# --- kinds of value: each converts a raw value (YAML scalar or variable text) or raises Invalid ------------
+class Invalid(ValueError):
+    """What is wrong with a value, without the setting's name: the row adds the name and where the value came
+    from, so that every message says it the same way."""
 
 
-def to_float(name: str, value, lo: float, hi: float) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise bad_setting(f"{name}={value!r} is not a number") from None
-    if not math.isfinite(out) or not lo <= out <= hi:
-        raise bad_setting(f"{name}={value!r} must be a finite number in {lo}..{hi}")
-    return out
+class Kind(Protocol):
+    secret: bool                                  # the value is never shown in a message
+
+    def parse(self, value: Any) -> Any: ...
+
+    def values(self) -> str: ...                  # what it accepts, for the README's table
 
 
-def to_bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise bad_setting(f"{name}={value!r} is not true/false")
+@dataclass(frozen=True)
+class Number:
+    """A finite number in ``lo``..``hi``; a whole one (returned as int) where ``integer``."""
 
+    lo: float
+    hi: float
+    unit: str = ""
+    integer: bool = False
+    secret: bool = False
 
-def to_text(name: str, value, *, secret: bool = False, max_len: int = 4096) -> str:
-    """A string without control characters: a newline in a header value breaks (or forges) the
-    request, and requests' error then quotes the value, secret included."""
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise bad_setting(f"{name} must be text")
-    text = str(value)
-    what = name if secret else f"{name}={text[:80]!r}"
-    bad = [i for i, c in enumerate(text) if ord(c) < 0x20 or ord(c) == 0x7F]
-    if bad:
-        raise bad_setting(f"{what} contains a control character (position {bad[0] + 1}, e.g. a trailing "
-                          "newline from a secret file); remove it")
-    if secret:
+    def parse(self, value: Any) -> float | int:
         try:
-            text.encode("latin-1")
-        except UnicodeEncodeError:
-            raise bad_setting(f"{name} contains characters an HTTP header cannot carry") from None
-    if len(text) > max_len:
-        raise bad_setting(f"{name} is longer than {max_len} characters")
-    return text
+            out = float(value)
+        except (TypeError, ValueError, OverflowError):
+            out = math.nan
+        if self.integer:
+            if not out.is_integer():
+                raise Invalid("is not an integer")
+            if not self.lo <= int(out) <= self.hi:
+                raise Invalid(f"is outside {self.lo}..{self.hi}")
+            return int(out)
+        if math.isnan(out):
+            raise Invalid("is not a number")
+        if not math.isfinite(out) or not self.lo <= out <= self.hi:
+            raise Invalid(f"must be a finite number in {self.lo:g}..{self.hi:g}")
+        return out
+
+    def values(self) -> str:
+        return f"integer {self.lo}..{self.hi}" if self.integer else f"{self.lo:g}..{self.hi:g}{self.unit}"
 
 
-def to_choice(name: str, value, choices: tuple[str, ...]) -> str:
-    """``value`` as one of ``choices`` (compared in lower case)."""
-    text = to_text(name, value).lower()
-    if text not in choices:
-        raise bad_setting(f"{name}={text!r} must be one of {', '.join(choices)}")
-    return text
+def Integer(lo: int, hi: int) -> Number:       # noqa: N802 (reads as a kind in the table, like Number)
+    return Number(lo, hi, integer=True)
 
 
-def to_aet(name: str, value) -> str:
-    text = to_text(name, value).strip()
-    if not 1 <= len(text) <= 16 or "\\" in text:
-        raise bad_setting(f"{name}={text!r} is not a DICOM AE title (1-16 characters, no backslash)")
-    return text
+@dataclass(frozen=True)
+class Flag:
+    secret: bool = False
+
+    def parse(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise Invalid("is not true/false")
+
+    def values(self) -> str:
+        return "`true`, `false` (also 1/0, yes/no, on/off)"
 
 
-def split_url(name: str, url) -> tuple[str, str | None, str | None]:
-    """(URL without user info, user, password): credentials in a URL move into the auth settings,
-    so that nothing that logs or reports the URL can show them."""
-    text = to_text(name, url, secret=True)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad_setting(f"{name} must be an http:// or https:// URL with a host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise bad_setting(f"{name} has an invalid port") from None
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    netloc = f"{host}:{port}" if port else host
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), user, password
+@dataclass(frozen=True)
+class Text:
+    """A string without control characters: a newline in a header value breaks (or forges) the request, and
+    requests' error then quotes the value, secret included. A secret must also fit an HTTP header (latin-1)."""
+
+    secret: bool = False
+    max_len: int = 4096
+    what: str = "text"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise Invalid("must be text")
+        text = str(value)
+        bad = [i for i, c in enumerate(text) if ord(c) < 0x20 or ord(c) == 0x7F]
+        if bad:
+            raise Invalid(f"contains a control character (position {bad[0] + 1}, e.g. a trailing newline from a "
+                          "secret file); remove it")
+        if self.secret:
+            try:
+                text.encode("latin-1")
+            except UnicodeEncodeError:
+                raise Invalid("contains characters an HTTP header cannot carry") from None
+        if len(text) > self.max_len:
+            raise Invalid(f"is longer than {self.max_len} characters")
+        return text
+
+    def values(self) -> str:
+        return self.what + (" (secret: never logged)" if self.secret else "")
 
 
-# --- delivery --------------------------------------------------------------------------------------
-STOW_ENV = (("SPINESEG_STOW_URL", "url"), ("SPINESEG_STOW_USER", "user"), ("SPINESEG_STOW_PASSWORD", "password"),
-            ("SPINESEG_STOW_TOKEN", "token"), ("SPINESEG_STOW_CA_BUNDLE", "ca_bundle"),
-            ("SPINESEG_STOW_VERIFY_TLS", "verify_tls"), ("SPINESEG_STOW_TIMEOUT", "timeout"))
-CSTORE_ENV = (("SPINESEG_CSTORE_HOST", "host"), ("SPINESEG_CSTORE_PORT", "port"), ("SPINESEG_CSTORE_AET", "called_aet"),
-              ("SPINESEG_CSTORE_CALLING_AET", "calling_aet"), ("SPINESEG_CSTORE_TLS", "tls"),
-              ("SPINESEG_CSTORE_CA_BUNDLE", "ca_bundle"), ("SPINESEG_CSTORE_TIMEOUT", "timeout"))
+TEXT = Text()
 
 
-def _section(settings: dict | None, *keys) -> dict:
-    s = settings or {}
-    for key in keys:
-        s = s.get(key, {}) if isinstance(s, dict) else {}
-    if not isinstance(s, (dict, type(None))):
-        raise bad_setting(f"spineseg.{'.'.join(keys)} must be a mapping")
-    return dict(s or {})
+@dataclass(frozen=True)
+class Choice:
+    """One of ``choices``, compared in lower case (upper case for DICOM's enumerated values)."""
+
+    choices: tuple[str, ...]
+    upper: bool = False
+    secret: bool = False
+
+    def parse(self, value: Any) -> str:
+        text = TEXT.parse(value)
+        text = text.upper() if self.upper else text.lower()
+        if text not in self.choices:
+            raise Invalid(f"must be one of {', '.join(self.choices)}")
+        return text
+
+    def values(self) -> str:
+        return ", ".join(f"`{c}`" for c in self.choices)
 
 
-def _merged(settings, keys, env, table) -> dict:
-    """Settings file values, then environment overrides; empty values mean 'not set'."""
-    out = _section(settings, *keys)
-    for var, key in table:
-        if env.get(var):
-            out[key] = env[var]
-    return {k: v for k, v in out.items() if v not in (None, "")}
+@dataclass(frozen=True)
+class Checked:
+    """Text that must pass ``ok`` (after ``normal``, e.g. lower case), else ``problem`` says what is wrong."""
+
+    ok: Callable[[str], bool]
+    problem: str
+    what: str                                     # what it accepts, for the README's table
+    normal: Callable[[str], str] = str
+    secret: bool = False
+
+    def parse(self, value: Any) -> str:
+        text = self.normal(Text(secret=self.secret).parse(value))
+        if not self.ok(text):
+            raise Invalid(self.problem)
+        return text
+
+    def values(self) -> str:
+        return self.what + (" (secret: never logged)" if self.secret else "")
 
 
-def destinations_from_settings(settings: dict | None = None, env: dict | None = None) -> list:
-    """Destinations from app.yaml's ``spineseg.delivery`` section and SPINESEG_* variables (which win)."""
-    env = os.environ if env is None else env
-    stow = _merged(settings, ("delivery", "stow"), env, STOW_ENV)
-    cstore = _merged(settings, ("delivery", "cstore"), env, CSTORE_ENV)
-    out = []
-    if stow.get("url"):
-        url, url_user, url_password = split_url("SPINESEG_STOW_URL", stow["url"])
-        user = to_text("SPINESEG_STOW_USER", stow["user"], secret=True) if "user" in stow else url_user
-        password = to_text("SPINESEG_STOW_PASSWORD", stow["password"], secret=True) if "password" in stow \
-            else url_password
-        if user and ":" in user:
-            raise bad_setting("SPINESEG_STOW_USER must not contain ':' (HTTP basic authentication)")
-        token = to_text("SPINESEG_STOW_TOKEN", stow["token"], secret=True) if "token" in stow else None
-        ca = to_text("SPINESEG_STOW_CA_BUNDLE", stow["ca_bundle"]) if "ca_bundle" in stow else None
-        if ca and not Path(ca).is_file():
-            raise bad_setting(f"SPINESEG_STOW_CA_BUNDLE={ca!r} is not a file")
-        out.append(StowDestination(
-            url=url, user=user, password=password, token=token, ca_bundle=ca,
-            verify_tls=to_bool("SPINESEG_STOW_VERIFY_TLS", stow.get("verify_tls", True)),
-            timeout=to_float("spineseg.delivery.stow.timeout (SPINESEG_STOW_TIMEOUT)", stow.get("timeout", 30.0), 0.1, 3600)))
-    if cstore.get("host"):
-        host = to_text("SPINESEG_CSTORE_HOST", cstore["host"], max_len=253)
-        ca = to_text("SPINESEG_CSTORE_CA_BUNDLE", cstore["ca_bundle"]) if "ca_bundle" in cstore else None
-        out.append(CStoreDestination(
-            host=host, port=to_int("SPINESEG_CSTORE_PORT", cstore.get("port", 104), 1, 65535),
-            called_aet=to_aet("SPINESEG_CSTORE_AET", cstore.get("called_aet", "ANY-SCP")),
-            calling_aet=to_aet("SPINESEG_CSTORE_CALLING_AET", cstore.get("calling_aet", "SPINESEG")),
-            tls=to_bool("SPINESEG_CSTORE_TLS", cstore.get("tls", False)), ca_bundle=ca,
-            timeout=to_float("spineseg.delivery.cstore.timeout (SPINESEG_CSTORE_TIMEOUT)", cstore.get("timeout", 30.0), 0.1, 3600)))
-    return out
+DEVICE = Checked(lambda t: t in ("auto", "cpu", "cuda") or t.startswith("cuda:"),
+                 "must be auto, cpu or cuda (or cuda:N)", "`auto`, `cpu`, `cuda`, `cuda:N`", normal=str.lower)
+AE_TITLE = Checked(lambda t: 1 <= len(t) <= 16 and "\\" not in t,
+                   "is not a DICOM AE title (1-16 characters, no backslash)", "AE title, 1-16 characters",
+                   normal=str.strip)
+# an HTTP basic user name: ':' would end it inside the credentials
+HTTP_USER = Checked(lambda t: ":" not in t, "must not contain ':' (HTTP basic authentication)", "text, no ':'",
+                    secret=True)
+FILE = Checked(lambda t: Path(t).is_file(), "is not a file", "path of a file")
 
 
-RETRY_ENV = (("SPINESEG_DELIVERY_MAX_ATTEMPTS", "max_attempts"), ("SPINESEG_DELIVERY_MAX_SECONDS", "total_seconds"),
-             ("SPINESEG_DELIVERY_INITIAL_DELAY", "initial_delay"), ("SPINESEG_DELIVERY_MAX_DELAY", "max_delay"))
+@dataclass(frozen=True)
+class Url:
+    """(URL without user info, user, password): credentials in a URL move into the auth settings, so that
+    nothing that logs or reports the URL can show them."""
+
+    secret: bool = True
+
+    def parse(self, value: Any) -> tuple[str, str | None, str | None]:
+        parts = urlsplit(Text(secret=True).parse(value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Invalid("must be an http:// or https:// URL with a host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise Invalid("has an invalid port") from None
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = f"{host}:{port}" if port else host
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), user, password
+
+    def values(self) -> str:
+        return "DICOMweb base URL, http(s); user info in it moves to user/password, never logged"
 
 
-def policy_from_settings(settings: dict | None = None, env: dict | None = None) -> RetryPolicy:
-    env = os.environ if env is None else env
-    p = _merged(settings, ("delivery", "retry"), env, RETRY_ENV)
-    unknown = set(p) - {key for _, key in RETRY_ENV}
-    if unknown:
-        raise bad_setting(f"unknown retry setting(s) {sorted(unknown)} in spineseg.delivery.retry")
-    defaults = RetryPolicy()
-    return RetryPolicy(
-        max_attempts=to_int("SPINESEG_DELIVERY_MAX_ATTEMPTS", p.get("max_attempts", defaults.max_attempts), 1, 100),
-        initial_delay=to_float("SPINESEG_DELIVERY_INITIAL_DELAY", p.get("initial_delay", defaults.initial_delay),
-                               0, 3600),
-        max_delay=to_float("SPINESEG_DELIVERY_MAX_DELAY", p.get("max_delay", defaults.max_delay), 0, 3600),
-        total_seconds=to_float("SPINESEG_DELIVERY_MAX_SECONDS", p.get("total_seconds", defaults.total_seconds),
-                               0.1, 86400))
+@dataclass(frozen=True)
+class Patterns:
+    """{DICOM keyword: regular expression}, each compiled here so that a typo stops the run before the scan."""
+
+    secret: bool = False
+
+    def parse(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise Invalid("must be a mapping {DICOM keyword: regex}")
+        for key, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise Invalid(f"holds {key}: {pattern!r}, not a regular expression ({exc})") from None
+        return dict(value)
+
+    def values(self) -> str:
+        return "{DICOM keyword: regex}"
 
 
-# --- the app ---------------------------------------------------------------------------------------
-def _rules_text(value: str) -> str:
-    value = value.strip()
-    if value.startswith("{"):
-        return value
-    try:
-        return Path(value).read_text()
-    except OSError as exc:
-        raise bad_setting(f"SPINESEG_SELECTION_RULES is not JSON and not a readable file ({exc.strerror})") from exc
+@dataclass(frozen=True)
+class Rules:
+    """MONAI Deploy selector rules: a mapping, its JSON text, or the path of a file holding that text.
+    ``parse_rules`` names the selection and condition at fault (BAD_SELECTION_RULES)."""
+
+    secret: bool = False
+
+    def parse(self, value: Any) -> dict | None:
+        if isinstance(value, str) and not value.strip().startswith("{"):
+            try:
+                value = Path(value.strip()).read_text()
+            except OSError as exc:
+                raise Invalid(f"is not JSON and not a readable file ({exc.strerror})") from None
+        return parse_rules(value)
+
+    def values(self) -> str:
+        return "MONAI Deploy selector rules, JSON text or a file ([docs/input.md](docs/input.md))"
 
 
-@dataclass
-class OutputSettings:
-    """Which results beside the SEG a run writes and delivers (each on by default)."""
-
-    review_image: bool = True          # Secondary Capture + PNG of the mid-sagittal plane with level tags
-    measurements: bool = True          # per-level measurements: DICOM SR (TID 1500) + JSON
+# --- the table -------------------------------------------------------------------------------------------
+FROM_APP_YAML = "in app.yaml"
 
 
-OUTPUTS_ENV = (("SPINESEG_REVIEW_IMAGE", "review_image"), ("SPINESEG_MEASUREMENTS", "measurements"))
+@dataclass(frozen=True)
+class Setting:
+    key: str                    # path under app.yaml's spineseg section, levels joined by dots
+    env: str | None             # the SPINESEG_* variable that overrides it; None: app.yaml only
+    kind: Kind
+    default: Any
+    meaning: str                # one line, for the README's table
+    in_app_yaml: bool = True    # app.yaml lists it (credentials and TLS options are best given as variables)
+
+    @property
+    def path(self) -> str:
+        """The key as messages and the README name it."""
+        return f"spineseg.{self.key}"
+
+    def origin(self, settings: Mapping | None, env: Mapping[str, str]) -> str:
+        """Where the value in force comes from, in words naming the variable or key."""
+        if self.env and env.get(self.env):
+            return f"{self.path} from {self.env}"
+        return f"{self.path} {FROM_APP_YAML if yaml_value(settings, self.key) not in (None, '') else 'by default'}"
+
+    def read(self, settings: Mapping | None, env: Mapping[str, str]) -> Any:
+        """The value in force: the variable when set and not empty, else app.yaml's, else the default."""
+        raw = yaml_value(settings, self.key)        # walked even when overridden: a broken section is refused
+        if self.env and env.get(self.env):
+            return self.parse(env[self.env], self.env, f"environment variable; app.yaml key {self.path}")
+        if raw is None or raw == "":
+            return self.default
+        return self.parse(raw, self.path, FROM_APP_YAML)
+
+    def parse(self, value: Any, name: str, origin: str) -> Any:
+        """``value`` converted to the row's kind; a message names ``name`` and says where the value came from."""
+        try:
+            return self.kind.parse(value)
+        except Invalid as exc:
+            shown = name if self.kind.secret else f"{name}={value[:80] if isinstance(value, str) else value!r}"
+            raise bad_setting(f"{shown} {exc} ({origin})") from None
+        except SpineSegError as exc:               # the selection rules' own checks keep their code
+            raise SpineSegError(exc.code, f"{exc.message} ({name}, {origin})") from None
+
+
+def yaml_section(settings: Mapping | None, section: str) -> Mapping:
+    """app.yaml's mapping at ``section`` ("" for the top level; empty when absent); BAD_SETTING where a section on
+    the way is not a mapping."""
+    node: Any = settings or {}
+    parts = [part for part in section.split(".") if part]
+    for depth, part in enumerate(parts, 1):
+        node = node.get(part)
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            raise bad_setting(f"spineseg.{'.'.join(parts[:depth])} must be a mapping ({FROM_APP_YAML})")
+    return node
+
+
+def yaml_value(settings: Mapping | None, key: str) -> Any:
+    """app.yaml's value at ``key`` (None when absent)."""
+    section, _, leaf = key.rpartition(".")
+    return yaml_section(settings, section).get(leaf)
+
+
+SECONDS = " s"
+SETTINGS: tuple[Setting, ...] = (
+    Setting("device", "SPINESEG_DEVICE", DEVICE, "auto", "where the networks run; `auto`: CUDA if visible"),
+    Setting("backend", "SPINESEG_BACKEND", Choice(BACKEND_SETTINGS), "auto",
+            "`auto`: `torch` on CUDA, `openvino` on the CPU; `torch` is the reference's exact path, "
+            "`openvino-bf16` the fastest, not the reference's labels"),
+    Setting("partner", "SPINESEG_PARTNER", Choice(PARTNER_POLICIES), "when_needed",
+            "`when_needed`: another series (localizer, station) names a series without a landmark; "
+            "`always`: it also checks (and corrects) the count of one with its own"),
+    Setting("partner_max_attempts", "SPINESEG_PARTNER_MAX_ATTEMPTS", Integer(1, 100), PARTNER_MAX_ATTEMPTS,
+            "partner series segmented, at most, to name the levels of one series without a landmark"),
+    Setting("model_release", "SPINESEG_MODEL_RELEASE", TEXT, "auto",
+            "`auto`: newest installed official release, else bundled; `direct`: bundled; or a release, e.g. "
+            "`r20260730`"),
+    Setting("max_voxels", "SPINESEG_MAX_VOXELS", Integer(1, 10**11), 48_000_000,
+            "larger series are refused, as sent and on the 1 mm grid (~85 bytes per 1 mm voxel)"),
+    Setting("seg.segmentation_type", "SPINESEG_SEG_TYPE", Choice(SEGMENTATION_TYPES, upper=True), "AUTO",
+            "`AUTO`: `BINARY` if Rows x Columns is a multiple of 8, else `LABELMAP`"),
+    Setting("seg.compression", "SPINESEG_SEG_COMPRESSION", Choice(tuple(COMPRESSION)), "none",
+            "SEG frame compression; `rle` not with `AUTO` or `BINARY`"),
+    Setting("seg.series_number", "SPINESEG_SERIES_NUMBER", Integer(0, INT32_MAX), None,
+            "the SEG's SeriesNumber; none: 1000 + the source's"),
+    Setting("seg.series_description", None, TEXT, "Spine segmentation (TotalSpineSeg)",
+            "the SEG's SeriesDescription, after the phantom warning and the numbering tag"),
+    Setting("seg.content_creator_name", None, TEXT, "SPINESEG^AI", "the SEG's ContentCreatorName"),
+    Setting("seg.institution_name", None, TEXT, None, "the SEG's InstitutionName; none: not written"),
+    Setting("selection.all_eligible", "SPINESEG_ALL_SERIES", Flag(), False,
+            "`false`: the best series only; `true`: every eligible series (one SEG per station)"),
+    Setting("selection.min_slices", None, Integer(2, 100_000), 3, "fewer images make a series ineligible"),
+    Setting("selection.require", None, Patterns(), {}, "a series must match every one, e.g. "
+            "`{BodyPartExamined: \"SPINE\\|LSPINE\"}`"),
+    Setting("selection.exclude", None, Patterns(), {}, "a series matching any one is ruled out"),
+    Setting("selection.rules", "SPINESEG_SELECTION_RULES", Rules(), None,
+            "rules a series must match; none: no rules"),
+    Setting("outputs.measurements", "SPINESEG_MEASUREMENTS", Flag(), True,
+            "per-level measurements: DICOM SR (TID 1500) and JSON, and the SC's table image"),
+    Setting("outputs.review_image", "SPINESEG_REVIEW_IMAGE", Flag(), True,
+            "mid-sagittal review picture: PNG and DICOM Secondary Capture"),
+    Setting("delivery.stow.url", "SPINESEG_STOW_URL", Url(), None, "DICOMweb STOW-RS destination; none: no STOW"),
+    Setting("delivery.stow.user", "SPINESEG_STOW_USER", HTTP_USER, None, "HTTP basic user", in_app_yaml=False),
+    Setting("delivery.stow.password", "SPINESEG_STOW_PASSWORD", Text(secret=True), None, "HTTP basic password",
+            in_app_yaml=False),
+    Setting("delivery.stow.token", "SPINESEG_STOW_TOKEN", Text(secret=True), None,
+            "bearer token instead of user/password", in_app_yaml=False),
+    Setting("delivery.stow.ca_bundle", "SPINESEG_STOW_CA_BUNDLE", FILE, None,
+            "the PACS's CA file; none: the system CAs", in_app_yaml=False),
+    Setting("delivery.stow.verify_tls", "SPINESEG_STOW_VERIFY_TLS", Flag(), True,
+            "`false` turns TLS verification off", in_app_yaml=False),
+    Setting("delivery.stow.timeout", "SPINESEG_STOW_TIMEOUT", Number(0.1, 3600, SECONDS), 30.0,
+            "hard deadline of one attempt"),
+    Setting("delivery.cstore.host", "SPINESEG_CSTORE_HOST", Text(max_len=253, what="host name or address"), None,
+            "DIMSE C-STORE destination; none: no C-STORE"),
+    Setting("delivery.cstore.port", "SPINESEG_CSTORE_PORT", Integer(1, 65535), 104, "the peer's port"),
+    Setting("delivery.cstore.called_aet", "SPINESEG_CSTORE_AET", AE_TITLE, "ANY-SCP", "the peer's AE title"),
+    Setting("delivery.cstore.calling_aet", "SPINESEG_CSTORE_CALLING_AET", AE_TITLE, "SPINESEG", "our AE title"),
+    Setting("delivery.cstore.tls", "SPINESEG_CSTORE_TLS", Flag(), False, "DICOM TLS", in_app_yaml=False),
+    # a path as given (not checked for a file, as before the table: C-STORE's TLS context opens it when sending)
+    Setting("delivery.cstore.ca_bundle", "SPINESEG_CSTORE_CA_BUNDLE", Text(what="path of a file"), None,
+            "the peer's CA file for DICOM TLS", in_app_yaml=False),
+    Setting("delivery.cstore.timeout", "SPINESEG_CSTORE_TIMEOUT", Number(0.1, 3600, SECONDS), 30.0,
+            "hard deadline of one attempt"),
+    Setting("delivery.retry.max_attempts", "SPINESEG_DELIVERY_MAX_ATTEMPTS", Integer(1, 100), 5,
+            "attempts per destination (connection errors, timeouts, HTTP 5xx/408/429, DIMSE out of resources)"),
+    Setting("delivery.retry.initial_delay", "SPINESEG_DELIVERY_INITIAL_DELAY", Number(0, 3600, SECONDS), 1.0,
+            "wait before the first retry, doubled each retry"),
+    Setting("delivery.retry.max_delay", "SPINESEG_DELIVERY_MAX_DELAY", Number(0, 3600, SECONDS), 20.0,
+            "longest wait between attempts"),
+    Setting("delivery.retry.total_seconds", "SPINESEG_DELIVERY_MAX_SECONDS", Number(0.1, 86400, SECONDS), 120.0,
+            "bound on the whole delivery to one destination"),
+)
+BY_KEY = {row.key: row for row in SETTINGS}
+
+# variables read outside this module, with no app.yaml key: (variable, default, meaning), for the README
+ENVIRONMENT_ONLY = (
+    ("SPINESEG_OPENVINO_CACHE", "~/.cache/spine-seg/openvino",
+     "folder for exported networks ([docs/performance.md](docs/performance.md))"),
+    ("SPINESEG_LOG_LEVEL", "INFO", "Python log level (`--log-level`)"),
+    ("SPINESEG_ENGINE", "holoscan", "`plain`: the same stages without Holoscan (`--engine`)"),
+)
 
 
 def known_keys() -> dict:
     """Every key app.yaml's ``spineseg`` section may hold: a nested dict (a section) or None (a value)."""
-    keys = dict.fromkeys
-    return {
-        **keys(("device", "backend", "partner", "partner_max_attempts", "model_release", "max_voxels")),
-        "seg": keys(f.name for f in fields(SegSettings)),
-        "selection": keys(f.name for f in fields(SelectionRules)),
-        "outputs": keys(key for _, key in OUTPUTS_ENV),
-        "delivery": {"stow": keys(key for _, key in STOW_ENV), "cstore": keys(key for _, key in CSTORE_ENV),
-                     "retry": keys(key for _, key in RETRY_ENV)},
-    }
+    tree: dict = {}
+    for row in SETTINGS:
+        *sections, leaf = row.key.split(".")
+        node = tree
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[leaf] = None
+    return tree
 
 
 def check_known_keys(settings: dict | None, known: dict | None = None, where: str = "spineseg") -> None:
@@ -277,13 +455,83 @@ def check_known_keys(settings: dict | None, known: dict | None = None, where: st
             check_known_keys(value, known[key], f"{where}.{key}")
 
 
-def outputs_from_settings(settings: dict | None = None, env: dict | None = None) -> OutputSettings:
+def read_section(settings: dict | None, env: Mapping[str, str], section: str) -> dict[str, Any]:
+    """{name: value in force} of the rows directly under ``section`` ("" for the top level), after refusing
+    any key that section of app.yaml holds but the table does not define."""
+    known, where = known_keys(), "spineseg"
+    for part in filter(None, section.split(".")):
+        known, where = known[part], f"{where}.{part}"
+    check_known_keys(dict(yaml_section(settings, section)), known, where)
+    return {row.key.rpartition(".")[2]: row.read(settings, env) for row in SETTINGS
+            if row.key.rpartition(".")[0] == section}
+
+
+# --- what the settings make ----------------------------------------------------------------------------
+def destinations_from_settings(settings: dict | None = None, env: Mapping[str, str] | None = None) -> list:
+    """Destinations from app.yaml's ``spineseg.delivery`` section and SPINESEG_* variables (which win)."""
     env = os.environ if env is None else env
-    o = _merged(settings, ("outputs",), env, OUTPUTS_ENV)
-    unknown = set(o) - {key for _, key in OUTPUTS_ENV}
-    if unknown:
-        raise bad_setting(f"unknown setting(s) {sorted(unknown)} in spineseg.outputs")
-    return OutputSettings(**{key: to_bool(var, o[key]) for var, key in OUTPUTS_ENV if key in o})
+    out: list = []
+    stow = read_section(settings, env, "delivery.stow")
+    if stow["url"]:
+        url, url_user, url_password = stow.pop("url")
+        stow["user"] = url_user if stow["user"] is None else stow["user"]
+        stow["password"] = url_password if stow["password"] is None else stow["password"]
+        out.append(StowDestination(url=url, **stow))
+    cstore = read_section(settings, env, "delivery.cstore")
+    if cstore["host"]:
+        out.append(CStoreDestination(**cstore))
+    return out
+
+
+def policy_from_settings(settings: dict | None = None, env: Mapping[str, str] | None = None) -> RetryPolicy:
+    return RetryPolicy(**read_section(settings, os.environ if env is None else env, "delivery.retry"))
+
+
+@dataclass
+class OutputSettings:
+    """Which results beside the SEG a run writes and delivers (each on by default)."""
+
+    review_image: bool = True          # Secondary Capture + PNG of the mid-sagittal plane with level tags
+    measurements: bool = True          # per-level measurements: DICOM SR (TID 1500) + JSON
+
+
+def outputs_from_settings(settings: dict | None = None, env: Mapping[str, str] | None = None) -> OutputSettings:
+    return OutputSettings(**read_section(settings, os.environ if env is None else env, "outputs"))
+
+
+def seg_from_settings(settings: dict | None, env: Mapping[str, str]) -> SegSettings:
+    """The SEG settings, their combination checked (RLE cannot code BINARY frames) naming where each came from."""
+    seg = SegSettings(**read_section(settings, env, "seg"))
+    try:
+        seg.validate()
+    except SpineSegError as exc:
+        where = "; ".join(BY_KEY[k].origin(settings, env) for k in ("seg.segmentation_type", "seg.compression"))
+        raise SpineSegError(exc.code, f"{exc.message} ({where})") from None
+    return seg
+
+
+# --- the README's table ----------------------------------------------------------------------------------
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (str, dict)):
+        return f"`{value}`"
+    return str(value)
+
+
+def settings_table_markdown() -> list[str]:
+    """The README's settings table, one line per row of ``SETTINGS`` and of ``ENVIRONMENT_ONLY``."""
+    lines = ["| app.yaml key | variable | default | values | meaning |", "|---|---|---|---|---|"]
+    for row in SETTINGS:
+        variable = f"`{row.env}`" if row.env else "(app.yaml only)"
+        lines.append(f"| `{row.key}` | {variable} | {_shown(row.default)} | {row.kind.values()} | {row.meaning} |")
+    for variable, default, meaning in ENVIRONMENT_ONLY:
+        lines.append(f"| (variable only) | `{variable}` | `{default}` | | {meaning} |")
+    return lines
 
 
 @dataclass
@@ -305,50 +553,12 @@ class AppConfig:
 
     @classmethod
     def from_settings(cls, input_dir: Path, output_dir: Path, models_dir: Path | None,
-                      settings: dict | None = None, env: dict | None = None) -> "AppConfig":
-        """Settings from app.yaml's ``spineseg`` section, then SPINESEG_* environment overrides."""
+                      settings: dict | None = None, env: Mapping[str, str] | None = None) -> "AppConfig":
+        """Settings from app.yaml's ``spineseg`` section, then SPINESEG_* environment overrides (``SETTINGS``)."""
         check_known_keys(settings)
-        s = dict(settings or {})
         env = os.environ if env is None else env
-        seg, sel = _section(s, "seg"), _section(s, "selection")
-        for var, target, key in (("SPINESEG_DEVICE", s, "device"), ("SPINESEG_MODEL_RELEASE", s, "model_release"),
-                                 ("SPINESEG_BACKEND", s, "backend"), ("SPINESEG_PARTNER", s, "partner"),
-                                 ("SPINESEG_PARTNER_MAX_ATTEMPTS", s, "partner_max_attempts"),
-                                 ("SPINESEG_MAX_VOXELS", s, "max_voxels"),
-                                 ("SPINESEG_SEG_TYPE", seg, "segmentation_type"),
-                                 ("SPINESEG_SEG_COMPRESSION", seg, "compression"),
-                                 ("SPINESEG_SERIES_NUMBER", seg, "series_number"),
-                                 ("SPINESEG_ALL_SERIES", sel, "all_eligible")):
-            if env.get(var):
-                target[key] = env[var]
-        if env.get("SPINESEG_SELECTION_RULES"):     # JSON text, or the path of a JSON file holding it
-            sel["rules"] = _rules_text(env["SPINESEG_SELECTION_RULES"])
-        seg.update({k: str(seg[k]).upper() if k == "segmentation_type" else str(seg[k]).lower()
-                    for k in ("segmentation_type", "compression") if seg.get(k) is not None})
-        if seg.get("series_number") is not None:
-            seg["series_number"] = to_int("SPINESEG_SERIES_NUMBER", seg["series_number"], 0, INT32_MAX)
-        if "all_eligible" in sel:
-            sel["all_eligible"] = to_bool("SPINESEG_ALL_SERIES", sel["all_eligible"])
-        if "min_slices" in sel:
-            sel["min_slices"] = to_int("spineseg.selection.min_slices", sel["min_slices"], 2, 100_000)
-        device = to_text("SPINESEG_DEVICE", s.get("device", "auto")).lower()
-        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-            raise bad_setting(f"SPINESEG_DEVICE={device!r} must be auto, cpu or cuda")
-        backend = to_choice("SPINESEG_BACKEND", s.get("backend", "auto"), BACKEND_SETTINGS)
-        partner = to_choice("SPINESEG_PARTNER", s.get("partner", "when_needed"), PARTNER_POLICIES)
-        try:
-            seg_settings, selection = SegSettings(**seg), SelectionRules(**sel)
-        except TypeError as exc:
-            raise bad_setting(f"unknown setting in spineseg.seg or spineseg.selection ({exc})") from None
-        cfg = cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
-                  device=device, backend=backend, partner=partner,
-                  partner_max_attempts=to_int("SPINESEG_PARTNER_MAX_ATTEMPTS",
-                                              s.get("partner_max_attempts", PARTNER_MAX_ATTEMPTS), 1, 100),
-                  model_release=to_text("SPINESEG_MODEL_RELEASE", s.get("model_release", "auto")),
-                  max_voxels=to_int("SPINESEG_MAX_VOXELS", s.get("max_voxels", 48_000_000), 1, 10**11),
-                  seg=seg_settings, selection=selection)
-        cfg.destinations = destinations_from_settings(s, env)
-        cfg.retry = policy_from_settings(s, env)
-        cfg.outputs = outputs_from_settings(s, env)
-        cfg.seg.validate()
-        return cfg
+        return cls(Path(input_dir), Path(output_dir), Path(models_dir) if models_dir else DEFAULT_MODELS,
+                   **read_section(settings, env, ""), seg=seg_from_settings(settings, env),
+                   selection=SelectionRules(**read_section(settings, env, "selection")),
+                   destinations=destinations_from_settings(settings, env), retry=policy_from_settings(settings, env),
+                   outputs=outputs_from_settings(settings, env))

@@ -1,7 +1,7 @@
 """The docs agree with the code and the bench records (fast tier: reads files, runs nothing).
 
 - every speed, memory and agreement figure between generated markers equals what tools/docs_figures.py makes
-  of the records in bench/results/;
+  of the records in bench/results/, and the README's settings table what it makes of spineseg.settings.SETTINGS;
 - every SPINESEG_* variable the code reads, every app.yaml key and every error code the code raises is
   documented, the codes with the exit status their class gives;
 - the README renders cleanly: no line over 200 characters outside tables and code blocks.
@@ -70,7 +70,8 @@ def table_rows(section: str) -> list[list[str]]:
 def test_generated_figures_equal_their_records():
     f = figures()
     stale = [str(p.relative_to(ROOT)) for p in f.doc_paths() if f.render(p.read_text()) != p.read_text()]
-    assert not stale, f"figures differ from bench/results/ in {stale}: run python tools/docs_figures.py"
+    assert not stale, (f"generated blocks differ from bench/results/ or spineseg.settings.SETTINGS in {stale}: "
+                       "run python tools/docs_figures.py")
 
 
 def test_every_generated_block_is_placed_once_or_more():

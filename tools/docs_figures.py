@@ -1,4 +1,5 @@
-"""The docs' speed, memory and agreement figures, generated from the bench records in bench/results/.
+"""The docs' speed, memory and agreement figures, generated from the bench records in bench/results/, and the
+README's settings table, generated from spineseg.settings.SETTINGS.
 
 Every figure README.md and docs/*.md quote about speed, memory or agreement sits between two markers::
 
@@ -274,6 +275,13 @@ def block_readme_glance() -> list[str]:
     ]
 
 
+def block_settings() -> list[str]:
+    """The README's settings table: not a bench record but spineseg.settings.SETTINGS, the table the app reads
+    its settings by, so the documented keys, variables, bounds and defaults are the ones in force."""
+    from spineseg.settings import settings_table_markdown
+    return settings_table_markdown()
+
+
 BLOCKS = {
     "records": block_records,
     "backends-fullsize": block_backends_fullsize,
@@ -288,6 +296,7 @@ BLOCKS = {
     "phantom-accuracy": block_phantom_accuracy,
     "variant-accuracy": block_variant_accuracy,
     "readme-glance": block_readme_glance,
+    "settings": block_settings,
 }
 
 

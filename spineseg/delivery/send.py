@@ -101,7 +101,7 @@ class Redirected(Refused):
         super().__init__(f"HTTP {response.status_code} {response.reason or ''}".strip()
                          + f": the PACS redirects {where}; redirects are not followed (they would send the SEG, "
                            "and on the same server the credentials, somewhere not configured); "
-                           "set SPINESEG_STOW_URL to the address that stores")
+                           "set spineseg.delivery.stow.url (or SPINESEG_STOW_URL) to the address that stores")
 
 
 def _session():
@@ -162,17 +162,18 @@ def _stow_once(dest: StowDestination, datasets: list, attempt: Attempt) -> list[
         if status >= 500 or status in (408, 429):
             raise Transient(reason) from exc
         if status in (401, 403):
-            raise Refused(f"{reason}: the PACS refused the credentials; check SPINESEG_STOW_USER/PASSWORD/TOKEN") \
-                from exc
+            raise Refused(f"{reason}: the PACS refused the credentials; check spineseg.delivery.stow.user, "
+                          "password, token (SPINESEG_STOW_USER, _PASSWORD, _TOKEN)") from exc
         raise Refused(reason) from exc
     except requests.exceptions.SSLError as exc:     # certificate problems do not pass by themselves
-        raise Refused(f"TLS error talking to {dest.name}: {type(exc).__name__}; check SPINESEG_STOW_CA_BUNDLE") \
-            from exc
+        raise Refused(f"TLS error talking to {dest.name}: {type(exc).__name__}; check "
+                      "spineseg.delivery.stow.ca_bundle (SPINESEG_STOW_CA_BUNDLE)") from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise Transient(f"{type(exc).__name__}: cannot reach {dest.name}") from exc
     except (KeyError, ValueError) as exc:           # no Content-Type, malformed JSON or XML
         raise Refused(f"{_answer(answers)} is not a DICOMweb store response ({type(exc).__name__}); "
-                      "check that SPINESEG_STOW_URL is the DICOMweb root, not a login page") from exc
+                      "check that spineseg.delivery.stow.url (SPINESEG_STOW_URL) is the DICOMweb root, not a login "
+                      "page") from exc
     return _stow_results(response, datasets, _answer(answers))
 
 
@@ -206,7 +207,7 @@ def _stow_results(response, datasets: list, answer: str) -> list[dict]:
                       + ", ".join(f"{u} (0x{r:04X})" for u, r in failed.items()))
     if missing:
         raise Refused(f"{answer} does not list {len(missing)} sent instance(s) as stored (e.g. {missing[0]}); "
-                      "check that SPINESEG_STOW_URL is the PACS's DICOMweb root")
+                      "check that spineseg.delivery.stow.url (SPINESEG_STOW_URL) is the PACS's DICOMweb root")
     return results
 
 

@@ -81,8 +81,7 @@ def parse_rules(rules: dict | str | None) -> dict | None:
         try:
             rules = json.loads(rules)
         except json.JSONDecodeError as exc:
-            raise SpineSegError("BAD_SELECTION_RULES", f"Selection rules are not valid JSON ({exc}); see app.yaml, "
-                             "spineseg.selection.rules.") from exc
+            raise SpineSegError("BAD_SELECTION_RULES", f"Selection rules are not valid JSON ({exc}).") from exc
     selections = rules.get("selections") if isinstance(rules, dict) else None
     if not isinstance(selections, list) or not selections:
         raise SpineSegError("BAD_SELECTION_RULES", 'Selection rules need a non-empty "selections" list, as in the '
