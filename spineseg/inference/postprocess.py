@@ -8,12 +8,14 @@ was proven on, it hands the call to the original. What each mirrors (totalspines
 - :func:`largest_component`: ``totalspineseg.utils.largest_component.largest_component``; its dilation by
   ``iterate_structure(cross, n)`` (an 11^3 structure for ``dilate=5``) is done as n dilations by the cross.
 - :func:`iterative_label`: ``totalspineseg.utils.iterative_label.iterative_label``, the same code run against
-  :func:`center_of_mass` in place of ``scipy.ndimage.center_of_mass`` (half its time on the demo study).
+  :func:`center_of_mass` in place of ``scipy.ndimage.center_of_mass`` (half its time on the demo study) and
+  :func:`merge_extra_labels_with_adjacent_vertebrae` in place of its helper of that name (per vertebra over
+  the whole volume there, in the vertebra's box here).
 """
 from __future__ import annotations
 
 import types
-from functools import cache
+from functools import cache, partial
 
 import nibabel as nib
 import numpy as np
@@ -85,6 +87,43 @@ def largest_component(seg: nib.Nifti1Image, binarize: bool = False, dilate: int 
     return nib.Nifti1Image(output_seg_data, seg.affine, seg.header)
 
 
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """The smallest box holding ``mask``'s True voxels, grown by ``margin`` and clipped to the array."""
+    boxes = ndi.find_objects(mask.astype(np.uint8))
+    if not boxes:
+        return None
+    return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(boxes[0], mask.shape))
+
+
+def merge_extra_labels_with_adjacent_vertebrae(seg, mask_labeled, num_labels, sorted_labels, sorted_z_indices,
+                                               extra_labels, canal_centerline_indices, mask_aterior_to_canal,
+                                               *, fill, sort_labels_si):
+    """``totalspineseg.utils.iterative_label._merge_extra_labels_with_adjacent_vertebrae``, computed inside each
+    vertebra's bounding box (grown by the one-voxel dilation) instead of over the whole volume.
+
+    The same result: ``_fill(mask)`` is True only between a line's first and last mask voxel along some
+    axis, so never outside the mask's bounding box, and inside it every line's first and last voxel are
+    those of the whole line; the dilation by the cross then reaches one voxel further, which the box's
+    margin holds (where the box meets the volume's edge, the volume's edge it is for both).
+    ``fill`` and ``sort_labels_si`` are iterative_label's own ``_fill`` and ``_sort_labels_si``.
+    """
+    if num_labels == 0 or len(extra_labels) == 0:
+        return mask_labeled, num_labels, sorted_labels, sorted_z_indices
+    seg_data = np.asanyarray(seg.dataobj).round().astype(np.uint8)
+    mask_extra = np.isin(seg_data, extra_labels)
+    cross = ndi.iterate_structure(ndi.generate_binary_structure(3, 1), 1)
+    for i in range(num_labels - 1, -1, -1):     # from inferior, as the reference (transverse processes)
+        mask = mask_labeled == sorted_labels[i]
+        box = _bounding_box(mask, margin=1)
+        if box is None:                         # the reference's _fill of an empty mask is empty
+            continue
+        grown = ndi.binary_dilation(fill(mask[box]), cross)
+        mask_labeled[box][mask_extra[box] * grown] = sorted_labels[i]
+    sorted_z_indices, sorted_labels = sort_labels_si(mask_labeled, sorted_labels, canal_centerline_indices,
+                                                     mask_aterior_to_canal)
+    return mask_labeled, num_labels, list(sorted_labels), list(sorted_z_indices)
+
+
 def _with_globals(module: types.ModuleType, replaced: dict) -> dict:
     """A copy of ``module``'s namespace where ``replaced`` names are swapped and every function the module
     defines is rebuilt to look its globals up in the copy: the module itself is left as it is."""
@@ -106,9 +145,13 @@ def _fast_iterative_label():
     scipy_ndimage = types.ModuleType("scipy.ndimage (center_of_mass: spineseg.inference.postprocess)")
     scipy_ndimage.__dict__.update({k: v for k, v in vars(ndi).items() if not k.startswith("__")})
     scipy_ndimage.center_of_mass = center_of_mass
-    return _with_globals(source, {"ndi": scipy_ndimage})["iterative_label"]
+    namespace = _with_globals(source, {"ndi": scipy_ndimage})
+    namespace["_merge_extra_labels_with_adjacent_vertebrae"] = partial(
+        merge_extra_labels_with_adjacent_vertebrae, fill=namespace["_fill"], sort_labels_si=namespace["_sort_labels_si"])
+    return namespace["iterative_label"]
 
 
 def iterative_label(seg: nib.Nifti1Image, loc: nib.Nifti1Image | None = None, **params) -> nib.Nifti1Image:
-    """``totalspineseg.iterative_label``: its own code, with :func:`center_of_mass` as its ``ndi.center_of_mass``."""
+    """``totalspineseg.iterative_label``: its own code, with :func:`center_of_mass` as its ``ndi.center_of_mass``
+    and :func:`merge_extra_labels_with_adjacent_vertebrae` as its helper of that name."""
     return _fast_iterative_label()(seg, loc, **params)
