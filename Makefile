@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 DEMO   := demo
 # `monai-deploy package` lives in holoscan-cli 4.2.0, which cannot share .venv (it pins packaging<26)
 PKG_VENV  := .venv-package
@@ -13,10 +13,13 @@ PKG_STAMP := $(PKG_VENV)/.installed-holoscan-cli-4.2.0
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt
+# The pins first, then the project itself, editable and without resolving again: tests, tools and benches import
+# spineseg, app and operators from this checkout, and the spine-seg and spine-seg-resend commands are in $(BIN).
+$(STAMP): requirements.txt requirements-test.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-test.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,8 +1,8 @@
-"""Entry point of ``python app ...`` (the MONAI Deploy app folder convention)."""
+"""Entry point of ``python app ...`` (the MONAI Deploy app folder convention) and of the ``spine-seg`` command."""
+import importlib
 import os
 import resource
 import sys
-from pathlib import Path
 
 # Holoscan asks for a stack of at least 32 MiB (below that it warns that its threads may crash). glibc sizes
 # the stacks of new threads from RLIMIT_STACK as the process starts, so setting the limit later is not
@@ -27,9 +27,16 @@ def _raise_stack_limit() -> None:
                   f"({type(exc).__name__}: {exc}); going on with {soft >> 20} MiB", file=sys.stderr)
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+def run() -> int:
+    """The app, after the stack limit is raised (before Holoscan or torch is imported, so a restart is cheap).
+
+    ``python app`` runs this file with this folder first on sys.path, so its app.py is the top-level module
+    ``app`` (no sys.path edit needed, in a checkout or in the MAP image's /opt/holoscan/app); the installed
+    ``spine-seg`` command imports this file as ``app.__main__`` of the package ``app``.
+    """
+    _raise_stack_limit()
+    return importlib.import_module("app.app" if __package__ else "app").main()
+
 
 if __name__ == "__main__":
-    _raise_stack_limit()
-    from app.app import main
-    sys.exit(main())
+    sys.exit(run())

@@ -18,18 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from spineseg import APP_NAME, __version__, logsafe  # noqa: E402
-from spineseg.errors import InputError, SpineSegError  # noqa: E402
-from spineseg.outputs.atomic import reopen_results  # noqa: E402
-from spineseg.outputs.output_folder import (SignalGuard, clear_previous, discard_results, lock_output,  # noqa: E402
-                                            signal_at_stage, write_running)
-from spineseg.pipeline import run_all  # noqa: E402
-from spineseg.report import RunReport  # noqa: E402
-from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: E402
+from spineseg import APP_NAME, __version__, logsafe
+from spineseg.errors import InputError, SpineSegError
+from spineseg.outputs.atomic import reopen_results
+from spineseg.outputs.output_folder import (SignalGuard, clear_previous, discard_results, lock_output, signal_at_stage,
+                                            write_running)
+from spineseg.pipeline import run_all
+from spineseg.report import RunReport
+from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings
 
 log = logging.getLogger("spineseg")
 SIGNAL_HOOK = "SPINESEG_TEST_SIGNAL_AT"   # test hook: STAGE[:SIGNAME] (spineseg.outputs.output_folder.signal_at_stage)

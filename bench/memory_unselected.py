@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
 
 import phantom as P  # noqa: E402
 

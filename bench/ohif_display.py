@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]  # dev modules in tools/ and tests/, not installed
 
 from browser.ohif_harness import (OHIF_VERSIONS, Case, colour_errors, dist, missing_tools, run_browser,  # noqa: E402
                                   verdict)

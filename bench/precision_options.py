@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
 
 # option: parts in order, each (inputs, outputs, precision); None = the model's own input / logits
 OPTIONS = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
 
 import reference_cli as R  # noqa: E402
 from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
 
 import phantom as P  # noqa: E402
 import reference_cli as R  # noqa: E402

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
 
 import phantom as P  # noqa: E402
 import reference_cli as R  # noqa: E402

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+# spineseg, app and operators are installed (make venv: pip install -e .); the dev scripts the tests import by
+# name (tools/phantom.py, reference_cli.py, ...; bench/seed_pipeline_agreement.py) are not part of the package
+sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "bench")]
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 REAL_T2_DICOM = SHARED_DATA / "sct_t2_dicom" / "mr"

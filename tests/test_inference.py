@@ -154,7 +154,7 @@ def test_stored_affine_is_what_a_saved_nifti_reads_back():
 
 ISOLATION_PROBE = r'''
 import json, os, sys
-sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tools")]
+sys.path.insert(0, os.path.join(sys.argv[1], "tools"))    # phantom.py, a dev script (spineseg is installed)
 import multiprocessing.util
 import phantom as P
 from spineseg.inference.two_step import load_models, segment_volume

@@ -10,9 +10,6 @@ The full comparison with the command itself is ``bench/seed_pipeline_agreement.p
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -22,8 +19,7 @@ import reference_cli as R
 from spineseg.inference import two_step
 from spineseg.input.dicom_input import load_volume, scan_dicom
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from seed_pipeline_agreement import DCM2NIIX, dcm2niix, index_map, one_mm_input, to_their_layout  # noqa: E402
+from seed_pipeline_agreement import DCM2NIIX, dcm2niix, index_map, one_mm_input, to_their_layout
 
 # (seed, fov, slice mm, pixel mm, in-plane matrix, plane, reverse_slices): the demo study, the clinical
 # bench study (whose 1 mm grid was one float32 step off dcm2niix's) and other orientations and orders

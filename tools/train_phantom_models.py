@@ -28,15 +28,13 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import phantom as P  # noqa: E402
+import phantom as P     # tools/phantom.py: this script's folder is first on sys.path (tests: conftest puts it there)
 
 TRAIN_SEEDS = range(1000, 2000)     # held-out evaluation uses seeds >= 5000 (bench/phantom_accuracy.py)
 # The phantom networks work at 1.5 mm (nnU-Net resamples the 1 mm TotalSpineSeg input to the plans'
