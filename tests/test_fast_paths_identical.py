@@ -182,3 +182,25 @@ def test_checkpoint_hash_remembered_only_while_the_file_is_unchanged(tmp_path):
     ckpt.write_bytes(b"weights two")                                                     # same size, rewritten
     os.utime(ckpt, (old, old))                                                           # even with the old mtime
     assert checksums.sha256_remembered(ckpt, [cache]) == checksums.sha256_of(ckpt)      # the change time differs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_canal_helpers(seed):
+    """The canal centreline and the anterior mask, on random maps: canal everywhere, nowhere, or in some
+    slices only (an empty slice's middle is -1 in the reference, so all of it counts as anterior)."""
+    import totalspineseg.utils.iterative_label as reference
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(1, 14, 3))
+        seg = ((rng.random(shape) < rng.uniform(0, 0.6)) * rng.integers(1, 4, shape)).astype(np.uint8)
+        canal = [int(v) for v in rng.choice([1, 2, 3], rng.integers(1, 3), replace=False)]
+        expected = reference._get_mask_aterior_to_canal(seg, canal)
+        got = postprocess.get_mask_aterior_to_canal(seg, canal)
+        assert got.dtype == expected.dtype and got.shape == expected.shape and np.array_equal(got, expected)
+        assert_same(lambda s, c: nifti_of(reference._get_canal_centerline_indices(s, c)),
+                    lambda s, c: nifti_of(postprocess.get_canal_centerline_indices(s, c)), seg, canal)
+
+
+def nifti_of(indices: np.ndarray) -> nib.Nifti1Image:
+    """An index array wrapped so that ``outcome`` compares its dtype, shape and bytes."""
+    return nib.Nifti1Image(indices, np.eye(4))
