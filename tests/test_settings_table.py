@@ -14,7 +14,7 @@ from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestinati
 from spineseg.errors import SpineSegError
 from spineseg.settings import (AE_TITLE, BY_KEY, DEVICE, FILE, HTTP_USER, SETTINGS, AppConfig, Choice, Flag,
                                Number, Patterns, Rules, Setting, Text, Url, destinations_from_settings, known_keys,
-                               policy_from_settings)
+                               policy_from_settings, settings_table_markdown)
 
 APP_YAML = yaml.safe_load((ROOT / "app.yaml").read_text())["spineseg"]
 VARIABLE = re.compile(r"SPINESEG_[A-Z0-9_]+")
@@ -141,3 +141,10 @@ def test_a_combination_names_where_each_value_came_from(tmp_path):
 
 def test_a_section_that_is_not_a_mapping_is_refused(tmp_path):
     assert "spineseg.delivery must be a mapping" in refusal(tmp_path, {"delivery": 5}, {}).message
+
+
+def test_the_readme_table_is_the_table():
+    """The README's settings table is what tools/docs_figures.py generates from SETTINGS, not edited by hand."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- BEGIN generated:settings (tools/docs_figures.py) -->\n")[1]
+    assert block.split("<!-- END generated:settings -->")[0] == "\n".join(settings_table_markdown()) + "\n"
