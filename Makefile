@@ -67,11 +67,14 @@ package: $(PKG_STAMP)
 
 # The CPU MAP image, built offline with a real engine (tools/build_image.py: Debian base by mmdebstrap, pinned
 # wheelhouse in build/wheelhouse, docker build --network none); needs `docker info` to work (README, Deployment).
-# WEIGHTS=DIR: then the same image with the TotalSpineSeg release zips in DIR, checked against DIR/SHA256SUMS,
-# in place of the phantom models (tools/weights_image.py; docs/deployment.md, "Official weights")
+# GPU=1: also the GPU MAP FROM it, torch swapped for its CUDA build (deploy/map/Dockerfile.gpu; docs/map-image.md).
+# WEIGHTS=DIR: then that image (GPU's with GPU=1) with the TotalSpineSeg release zips in DIR, checked against
+# DIR/SHA256SUMS, in place of the phantom models (tools/weights_image.py; docs/deployment.md, "Official weights")
+CPU_TAG := spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0
+GPU_TAG := spine-seg-x64-workstation-dgpu-linux-amd64:0.1.0
 image: $(STAMP) $(PKG_STAMP)
-	$(PKG_VENV)/bin/python tools/build_image.py
-	$(if $(WEIGHTS),$(BIN)/python tools/weights_image.py "$(WEIGHTS)")
+	$(PKG_VENV)/bin/python tools/build_image.py $(if $(GPU),--gpu)
+	$(if $(WEIGHTS),$(BIN)/python tools/weights_image.py "$(WEIGHTS)" --from $(if $(GPU),$(GPU_TAG),$(CPU_TAG)))
 
 # The built image run as hospitals run it (tests/test_container_image.py)
 image-test: $(STAMP)

@@ -2,13 +2,17 @@
 
 For one study (default: the demo study, `make demo`'s phantom) and one backend:
 
-1. ``python app`` in a fresh process, twice (the first fills an empty OpenVINO cache, the second is the
-   measured one, as a run after the image's precompile is): its report's per-stage seconds, and the process's
-   wall time, whose difference from the stages' sum is start-up (imports, Holoscan-free).
+1. ``python app`` in a fresh process, once to fill an empty OpenVINO cache, then ``--runs`` times measured (as
+   runs after the image's precompile are); the fastest run's report gives the per-stage seconds, and the
+   process's wall time, whose difference from the stages' sum is start-up (imports, Holoscan-free).
 2. The same run in a fresh process under cProfile: the functions that take the most cumulative time, so a
    stage's seconds can be followed into the code that spends them.
+3. With ``--before REV``: the app as committed at REV (``git archive``, its own bundled models), run the same way
+   and interleaved with the current tree's runs, so that both meet the same load on a shared machine; the
+   record's ``before`` holds its figures, the rest of the record the current tree's (issue 28's before/after).
 
-    python bench/stage_profile.py [--backend openvino] [--top 30] [--json bench/results/stage_profile_demo.json]
+    python bench/stage_profile.py [--backend openvino] [--runs 2] [--before REV] [--top 30]
+                                  [--json bench/results/stage_profile_demo.json]
 """
 from __future__ import annotations
 
@@ -48,14 +52,40 @@ print("PROFILE" + __import__("json").dumps(rows[:{top}]))
 """
 
 
-def app_run(study: Path, out: Path, env: dict) -> tuple[float, dict]:
+def app_run(study: Path, out: Path, env: dict, root: Path = ROOT) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(study), "-o", str(out), "--engine", "plain"],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(root / "app"), "-i", str(study), "-o", str(out), "--engine", "plain",
+                           "-m", str(root / "models")], env={**env, "PYTHONPATH": str(root)}, capture_output=True,
+                          text=True, cwd=root)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"app run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return wall, json.loads((out / "report.json").read_text())
+
+
+def source_at(rev: str, into: Path) -> Path:
+    """The repository's files as committed at ``rev`` (no checkout: the working tree stays as it is)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def summary(runs: list[tuple[float, dict]]) -> dict:
+    """The fastest of ``runs`` (wall time): its stages, networks, the rest and start-up; and each stage's
+    fastest over all runs (``stages_best_s``: on a loaded machine, a stage's own floor)."""
+    wall, report = min(runs, key=lambda run: run[0])
+    stages = report["timings_seconds"]
+    networks = sum(stages.get(s, 0.0) for s in NETWORK_STAGES)
+    best = {name: min(r["timings_seconds"].get(name, seconds) for _, r in runs) for name, seconds in stages.items()}
+    return {"process_wall_s": round(wall, 2), "stages_s": stages, "networks_s": round(networks, 2),
+            "outside_networks_s": round(wall - networks, 2), "start_up_s": round(wall - sum(stages.values()), 2),
+            "runs_wall_s": [round(w, 2) for w, _ in runs], "stages_best_s": best}
+
+
+def commit_of(rev: str) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
 
 
 def main(argv=None) -> int:
@@ -64,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--runs", type=int, default=2, help="measured runs per tree; the fastest is recorded")
+    ap.add_argument("--before", metavar="REV", help="also measure the app as committed at REV (interleaved)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -73,32 +105,41 @@ def main(argv=None) -> int:
         study = tmp / "study" / "dicom"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
         env.update(SPINESEG_BACKEND=a.backend, SPINESEG_OPENVINO_CACHE=str(tmp / "cache"))
-        app_run(study, tmp / "first", env)                       # fills the cache
-        wall, report = app_run(study, tmp / "measured", env)
-        stages = report["timings_seconds"]
+        trees = {"after": ROOT, **({"before": source_at(a.before, tmp / "before")} if a.before else {})}
+        for name, root in trees.items():                         # fills the cache (each tree's own IR key)
+            app_run(study, tmp / f"first-{name}", env, root)
+        runs: dict[str, list] = {name: [] for name in trees}
+        for i in range(a.runs):
+            for name, root in trees.items():
+                runs[name].append(app_run(study, tmp / f"measured-{name}-{i}", env, root))
+        after = summary(runs["after"])
         script = PROFILED.format(root=str(ROOT), study=str(study), out=str(tmp / "profiled"), models=str(a.models),
                                  top=a.top)
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"profiled run failed:\n{proc.stderr[-3000:]}")
         profile = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("PROFILE"))[7:])
-    networks = sum(stages.get(s, 0.0) for s in NETWORK_STAGES)
-    outside = round(wall - networks, 2)
     record = {
         "bench": "stage_profile", "study": "demo (phantom seed 7, lumbar, 3.5 mm slices, 0.6 mm pixels)",
         "backend": a.backend,
-        "recorded": {"date": datetime.date.today().isoformat(),
-                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                              text=True, cwd=ROOT).stdout.strip(),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores"},
-        "process_wall_s": round(wall, 2), "stages_s": stages, "networks_s": round(networks, 2),
-        "outside_networks_s": outside, "start_up_s": round(wall - sum(stages.values()), 2),
+        "recorded": {"date": datetime.date.today().isoformat(), "commit": commit_of("HEAD"),
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                     "load_average_1min": round(os.getloadavg()[0], 2),
+                     "command": "python bench/stage_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])},
+        **after,
+        **({"before": {"commit": commit_of(a.before), **summary(runs["before"])}} if a.before else {}),
         "profile_top": profile,
     }
-    for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
-        print(f"{name:20s} {seconds:7.2f} s")
-    print(f"{'start-up (imports)':20s} {record['start_up_s']:7.2f} s")
-    print(f"process {wall:.2f} s; networks {networks:.2f} s; outside the networks {outside:.2f} s")
+    before = record.get("before", {}).get("stages_best_s", {})
+    print(f"{'stage (best of runs)':20s} {'before':>9s} {'after':>9s}" if before else "")
+    for name, seconds in sorted(after["stages_best_s"].items(), key=lambda kv: -kv[1]):
+        print(f"{name:20s} {before.get(name, float('nan')):7.2f} s {seconds:7.2f} s" if before
+              else f"{name:20s} {seconds:7.2f} s")
+    for label, rec in (("before", record.get("before")), ("after", after)):
+        if rec:
+            print(f"{label}: process {rec['process_wall_s']:.2f} s (runs {rec['runs_wall_s']}); start-up "
+                  f"{rec['start_up_s']:.2f} s; networks {rec['networks_s']:.2f} s; outside the networks "
+                  f"{rec['outside_networks_s']:.2f} s")
     if a.json:
         a.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0

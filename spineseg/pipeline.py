@@ -53,10 +53,19 @@ def choose_series(scan: ScanResult, cfg: AppConfig, report: RunReport) -> list[S
     return [c.series for c in chosen]
 
 
+def cuda_build_of_torch() -> bool:
+    import torch
+    return torch.version.cuda is not None
+
+
 def get_models(cfg: AppConfig, report: RunReport) -> ModelPair:
     with report.stage("load_models"):
         models = load_models(cfg.models_dir, cfg.device, cfg.model_release, cfg.backend)
     report.models = models.describe()
+    if cfg.device == "auto" and models.device == "cpu" and cuda_build_of_torch():
+        # the GPU MAP on a node without a GPU (or without the NVIDIA runtime): say so once, plainly
+        log.info("no GPU visible to this CUDA build of torch: the networks run on the CPU (backend %s)",
+                 models.backend)
     for warning in models.warnings:          # e.g. a damaged OpenVINO cache entry, exported again
         report.warn(warning)
     if models.kind == "phantom":

@@ -28,6 +28,7 @@ FILE_TIERS = {
     "test_mde_docker_plugin.py": ("container", "slow"),
     "test_exit_status_paths.py": ("container", "slow"),
     "test_weights_image.py": ("container", "slow"),
+    "test_gpu_image.py": ("container", "slow"),
     "test_ohif_display.py": ("browser", "pacs", "slow"),
     "test_ohif_sr.py": ("browser", "pacs", "slow"),
     "test_pacs_orthanc.py": ("pacs",),

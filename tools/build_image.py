@@ -37,6 +37,10 @@ ROOT = package_map.ROOT
 BUILD = ROOT / "build"
 BASE_SCRIPT = ROOT / "tools" / "base_image.sh"
 TAG = f"{package_map.IMAGE_NAMES['cpu']}-x64-workstation-dgpu-linux-amd64:{package_map.VERSION}"
+GPU_TAG = f"{package_map.IMAGE_NAMES['gpu']}-x64-workstation-dgpu-linux-amd64:{package_map.VERSION}"
+GPU_DOCKERFILE = ROOT / "deploy" / "map" / "Dockerfile.gpu"
+# what the GPU variant swaps: the CUDA builds of these, at the CPU image's versions, with what they pull
+CUDA_PACKAGES = ("torch", "torchvision")
 WHEEL_PYTHON = os.environ.get("SPINESEG_WHEEL_PYTHON", "python3")   # a Python 3.11, like the image's
 TESTED_VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 
@@ -78,7 +82,9 @@ def wheel_constraints() -> str:
                                 capture_output=True, text=True, check=True, timeout=120).stdout
         pinned = {ln.split("==")[0].lower() for ln in text.splitlines() if "==" in ln and not ln.startswith("#")}
         text += "# versions in the tested .venv\n" + "".join(
-            ln + "\n" for ln in frozen.splitlines() if "==" in ln and ln.split("==")[0].lower() not in pinned)
+            ln + "\n" for ln in frozen.splitlines()
+            # pip freeze's comments (an editable install's '# Editable install with no version control ...')
+            if "==" in ln and not ln.startswith("#") and ln.split("==")[0].lower() not in pinned)
     return text
 
 
@@ -165,10 +171,70 @@ def build(context: Path, tag: str = TAG) -> dict:
     return record
 
 
+def gpu_wheelhouse(cpu_house: Path) -> Path:
+    """build/wheelhouse/gpu-<key>/: the CUDA builds of torch and torchvision at the CPU image's versions and what
+    they pull (nvidia-* runtime wheels, triton), every other package pinned to the CPU image's lock.
+
+    pip runs ``--isolated``: this host's pip configuration points at a local folder of CPU builds of torch, which
+    would satisfy the same version pins."""
+    lock = (cpu_house / "requirements.lock").read_text().splitlines()
+    cuda = [f"{ln.split('==')[0]}=={ln.split('==')[1].split('+')[0]}" for ln in lock
+            if ln.split("==")[0] in CUDA_PACKAGES]
+    constraints = "".join(ln + "\n" for ln in lock if ln.split("==")[0] not in CUDA_PACKAGES)
+    house = BUILD / "wheelhouse" / f"gpu-{_key(' '.join(cuda), constraints)}"
+    if (house / "requirements.lock").is_file():
+        return house
+    partial = house.with_name(house.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    (partial / "requirements.txt").write_text("".join(c + "\n" for c in cuda))
+    (partial / "constraints.txt").write_text(constraints)
+    subprocess.run([WHEEL_PYTHON, "-m", "pip", "download", "--isolated", "-q", "--only-binary=:all:", "-d", str(partial),
+                    "-r", str(partial / "requirements.txt"), "-c", str(partial / "constraints.txt")],
+                   check=True, timeout=3600)
+    wheels = sorted(wheel_name_version(p.name) for p in partial.glob("*.whl"))
+    if not any(w.startswith("nvidia-cudnn") for w in wheels):
+        raise SystemExit(f"error: no CUDA build of torch in {partial} (no nvidia-cudnn wheel came with it)")
+    (partial / "requirements.lock").write_text("\n".join(wheels) + "\n")
+    shutil.rmtree(house, ignore_errors=True)
+    partial.rename(house)
+    return house
+
+
+def build_gpu(cpu_tag: str = TAG, tag: str = GPU_TAG) -> dict:
+    """The GPU variant FROM the CPU image (deploy/map/Dockerfile.gpu); needs the CPU image and its wheelhouse."""
+    record: dict = {"tag": tag, "from": cpu_tag, "seconds": {}}
+    t0 = time.monotonic()
+    house = gpu_wheelhouse(wheelhouse())
+    record["seconds"]["wheelhouse"] = round(time.monotonic() - t0, 1)
+    context = BUILD / "map" / "gpu-offline"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    link_wheels(house, context)
+    for name in ("requirements.txt", "constraints.txt"):
+        shutil.copy2(house / name, context / "wheelhouse" / name)
+    shutil.copy2(GPU_DOCKERFILE, context / "Dockerfile")
+    pkg = json.loads(docker("run", "--rm", "--entrypoint", "cat", cpu_tag, "/etc/holoscan/pkg.json",
+                            capture_output=True).stdout)
+    pkg["resources"]["gpu"] = 1
+    (context / "pkg.json").write_text(json.dumps(pkg, indent=2) + "\n")
+    t = time.monotonic()
+    docker("build", "--network", "none", "--build-arg", f"MAP_IMAGE={cpu_tag}", "-t", tag, str(context),
+           timeout=3600, env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    record["seconds"]["docker_build"] = round(time.monotonic() - t, 1)
+    record["seconds"]["total"] = round(time.monotonic() - t0, 1)
+    record["size_bytes"] = int(docker("image", "inspect", "-f", "{{.Size}}", tag, capture_output=True).stdout)
+    record["wheelhouse_bytes"] = sum(p.stat().st_size for p in house.glob("*.whl"))
+    (BUILD / "image" / "build-record-gpu.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{tag}: {record['size_bytes'] / 1e9:.2f} GB; " + ", ".join(f"{k} {v} s" for k, v in record["seconds"].items()))
+    return record
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tag", default=TAG)
     ap.add_argument("--out", type=Path, default=BUILD / "map", help="where the build context goes (OUT/cpu)")
+    ap.add_argument("--gpu", action="store_true", help="then the GPU variant FROM it (deploy/map/Dockerfile.gpu)")
     a = ap.parse_args(argv)
     if not engine_available():
         print("error: no Docker engine (docker info failed). On a machine without one, as root: apt-get install "
@@ -178,6 +244,8 @@ def main(argv=None) -> int:
     context = generate_context(a.out)
     print(f"cpu: MAP build context in {context} ({time.monotonic() - t:.1f} s)")
     build(context, a.tag)
+    if a.gpu:
+        build_gpu(a.tag)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Bake a TotalSpineSeg release's weights into the CPU MAP image, offline: ``make image WEIGHTS=DIR``.
+"""Bake a TotalSpineSeg release's weights into the CPU (or GPU) MAP image, offline: ``make image WEIGHTS=DIR``.
 
     .venv/bin/python tools/weights_image.py DIR [--from IMAGE] [--tag TAG]
 
@@ -144,7 +144,7 @@ def build(weights: Path, base: str = CPU_IMAGE, tag: str | None = None) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", type=Path, metavar="DIR", help=f"the release zips and their {SUMS}")
-    ap.add_argument("--from", dest="base", default=CPU_IMAGE, help="the CPU MAP image to start from")
+    ap.add_argument("--from", dest="base", default=CPU_IMAGE, help="the MAP image to start from (the CPU one, or the GPU one: make image GPU=1)")
     ap.add_argument("--tag", help="the new image's tag (default: the CPU MAP's tag with -<release> appended)")
     a = ap.parse_args(argv)
     if not a.weights.is_dir():
