@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
 import release_zips  # noqa: E402
 import weights_image  # noqa: E402
 from backends import CLINICAL  # noqa: E402   the full-size study of bench/backends.py
+from records import finish_record, start_record  # noqa: E402
 
 RELEASE = "r20251124"
 TRAINER_FOLDER = "nnUNetTrainerDAExt__nnUNetPlans__3d_fullres"
@@ -126,12 +125,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     import phantom as P
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    record = {"bench": "official_image", "recorded": {"date": date.today().isoformat(), "commit": commit,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores"},
-              "load_average_at_start": round(os.getloadavg()[0], 1), "release_shape": f"{RELEASE}, {TRAINER_FOLDER}",
-              "network": "ResEnc-L (nnUNetPlannerResEncL saved as nnUNetPlans), random weights", "study": CLINICAL}
+    record = start_record("official_image")
+    record.update(release_shape=f"{RELEASE}, {TRAINER_FOLDER}", study=CLINICAL,
+                  network="ResEnc-L (nnUNetPlannerResEncL saved as nnUNetPlans), random weights")
     with tempfile.TemporaryDirectory(dir=ROOT / "build") as tmp:
         tmp = Path(tmp)
         t = time.monotonic()
@@ -151,14 +147,10 @@ def main(argv=None) -> int:
                 record["backends"][backend] = row
                 print(f"{backend}: exit {row['exit_status']} in {row['container_wall_s']} s, peaks {peaks_text(row)}"
                       f" ({row.get('status')}, {row.get('error')})", flush=True)
-            record["load_average_at_end"] = round(os.getloadavg()[0], 1)
         finally:
             subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
             subprocess.run(["rm", "-rf", build["context"]], check=False)     # 2.3 GB of random weights
-    print(json.dumps(record, indent=1))
-    if a.json:
-        a.json.write_text(json.dumps(record, indent=1) + "\n")
-    return 0
+    return finish_record(record, a.json)
 
 
 if __name__ == "__main__":
