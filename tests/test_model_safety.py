@@ -323,7 +323,8 @@ def test_a_precompiled_ir_that_does_not_match_is_refused(tmp_path, precompiled_m
     folder = find_model_folder(models, STEP2_DATASET, "direct")
     cache = tmp_path / "cache"                                     # writable, and still never used instead
     assert LoadedModel(folder, backend="openvino", cache_dir=cache).ir_source == "precompiled"
-    (entry,) = (folder / backends.PRECOMPILED_FOLDER).iterdir()
+    # the IR's folder (beside it, checksums.json remembers the checkpoint's SHA-256: spineseg.inference.checksums)
+    (entry,) = [p for p in (folder / backends.PRECOMPILED_FOLDER).iterdir() if p.is_dir()]
     _damage(entry, how)
     with pytest.raises(ModelError) as err:
         LoadedModel(folder, backend="openvino", cache_dir=cache)
@@ -374,6 +375,6 @@ def test_two_runs_exporting_into_one_empty_cache_at_once(tmp_path, models_dir):
         assert (source, warning) == ("exported", "None"), out
         checked += int(n)
     assert checked == 1          # the second rename found the first run's IR, checked it and kept it
-    (entry,) = [p for p in cache.iterdir()]
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
     model = LoadedModel(folder, backend="openvino", cache_dir=cache)
     assert model.ir_source == "cache" and entry == _entry(cache, model)
