@@ -52,6 +52,59 @@ print("PROFILE" + __import__("json").dumps(rows[:{top}]))
 """
 
 
+FUNCTIONS = """
+import copy, json, sys, time
+sys.path[:0] = [{root!r}]
+from pathlib import Path
+import numpy as np
+from spineseg.inference import postprocess, two_step
+from spineseg.input.dicom_input import load_volume, scan_dicom
+tss = two_step.nnunet_import.totalspineseg()
+calls = []
+for name in ("largest_component", "iterative_label"):
+    fast = getattr(postprocess, name)
+    def keep(*args, _fast=fast, _name=name, **kwargs):
+        calls.append((_name, copy.deepcopy(args), copy.deepcopy(kwargs)))
+        return _fast(*args, **kwargs)
+    setattr(postprocess, name, keep)
+    setattr(postprocess, "fast_" + name, fast)
+volume = load_volume(scan_dicom(Path({study!r})).series[0])
+models = two_step.load_models(Path({models!r}), "cpu", "auto", {backend!r})
+two_step.segment_volume(volume.array, volume.affine, models, dicom_stack=True)
+
+def best(function, args, kwargs):
+    times, out = [], None
+    for _ in range(2):
+        a, k = copy.deepcopy(args), copy.deepcopy(kwargs)
+        t0 = time.perf_counter(); out = function(*a, **k); times.append(time.perf_counter() - t0)
+    return min(times), out
+
+rows = []
+for step, (name, args, kwargs) in zip(("step1", "step1", "step2", "step2"), calls):
+    ref_s, ref = best(getattr(tss, name), args, kwargs)
+    fast_s, got = best(getattr(postprocess, "fast_" + name), args, kwargs)
+    same = (np.asanyarray(ref.dataobj).tobytes() == np.asanyarray(got.dataobj).tobytes()
+            and ref.header.binaryblock == got.header.binaryblock and np.array_equal(ref.affine, got.affine))
+    rows.append({{"step": step, "function": name, "totalspineseg_s": round(ref_s, 3), "fast_s": round(fast_s, 3),
+                 "identical": bool(same)}})
+print("FUNCTIONS" + json.dumps({{"shape": list(volume.array.shape), "calls": rows}}))
+"""
+
+
+def function_profile(fov: str, backend: str, models: Path, tmp: Path, env: dict) -> dict:
+    """totalspineseg's post-processing functions against spineseg.inference.postprocess's, on the inputs a
+    run of a ``fov`` phantom study hands them (best of 2 each), and whether their outputs are identical."""
+    study = tmp / f"study-{fov}"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "phantom.py"), "--seed", "11", "--fov", fov,
+                    "--out", str(study)], check=True, capture_output=True)
+    script = FUNCTIONS.format(root=str(ROOT), study=str(study / "dicom"), models=str(models), backend=backend)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"function profile failed:\n{proc.stderr[-3000:]}")
+    found = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("FUNCTIONS"))[9:])
+    return {"study": f"phantom seed 11, {fov}, 1 mm (tools/phantom.py --seed 11 --fov {fov})", **found}
+
+
 def app_run(study: Path, out: Path, env: dict, root: Path = ROOT) -> tuple[float, dict]:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(root / "app"), "-i", str(study), "-o", str(out), "--engine", "plain",
@@ -96,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--runs", type=int, default=2, help="measured runs per tree; the fastest is recorded")
     ap.add_argument("--before", metavar="REV", help="also measure the app as committed at REV (interleaved)")
+    ap.add_argument("--functions-fov", metavar="FOV", help="also time totalspineseg's post-processing functions "
+                    "against the fast equivalents on a phantom of this field of view (e.g. whole)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -113,6 +168,7 @@ def main(argv=None) -> int:
             for name, root in trees.items():
                 runs[name].append(app_run(study, tmp / f"measured-{name}-{i}", env, root))
         after = summary(runs["after"])
+        functions = function_profile(a.functions_fov, a.backend, a.models, tmp, env) if a.functions_fov else None
         script = PROFILED.format(root=str(ROOT), study=str(study), out=str(tmp / "profiled"), models=str(a.models),
                                  top=a.top)
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
@@ -128,6 +184,7 @@ def main(argv=None) -> int:
                      "command": "python bench/stage_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])},
         **after,
         **({"before": {"commit": commit_of(a.before), **summary(runs["before"])}} if a.before else {}),
+        **({"postprocess_functions": functions} if functions else {}),
         "profile_top": profile,
     }
     before = record.get("before", {}).get("stages_best_s", {})
@@ -140,6 +197,9 @@ def main(argv=None) -> int:
             print(f"{label}: process {rec['process_wall_s']:.2f} s (runs {rec['runs_wall_s']}); start-up "
                   f"{rec['start_up_s']:.2f} s; networks {rec['networks_s']:.2f} s; outside the networks "
                   f"{rec['outside_networks_s']:.2f} s")
+    for row in (functions or {}).get("calls", []):
+        print(f"{row['step']} {row['function']:18s} totalspineseg {row['totalspineseg_s']:6.2f} s, fast "
+              f"{row['fast_s']:6.2f} s, identical: {row['identical']}")
     if a.json:
         a.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0
