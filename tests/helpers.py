@@ -1,5 +1,8 @@
-"""Small helpers shared by tests: Dice, SEG decoding, fake model descriptions, reading the measurement SR."""
+"""Small helpers shared by tests: Dice, SEG decoding, fake model descriptions, reading the measurement SR,
+running the app as a subprocess (run_app: its environment policy is written above it)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -156,3 +159,41 @@ def image_point(vol, sop: str, column_row) -> np.ndarray:
     k = [str(ds.SOPInstanceUID) for ds in vol.datasets].index(sop)
     c, r = np.asarray(column_row, float) - 0.5
     return vol.affine[:3, :3] @ np.array([k, r, c]) + vol.affine[:3, 3]
+
+
+# Running the app as a subprocess: the one way every test does it.
+#
+# Environment policy: the app sees the test process's environment without any SPINESEG_* or HOLOSCAN_* variable
+# (settings and the MAP's input/output/model paths), so no test depends on what the developer's shell exports,
+# except SPINESEG_OPENVINO_CACHE (tests/conftest.py points it at one folder for the session, so that the networks
+# are exported once); then the test's own ``env`` is added. A test that needs a setting passes it in ``env``.
+KEPT_APP_VARIABLES = ("SPINESEG_OPENVINO_CACHE",)
+APP = Path(__file__).resolve().parent.parent / "app"
+
+
+def app_env(env: dict | None = None) -> dict:
+    """The environment of an app (or resend) subprocess under the policy above, with ``env`` added."""
+    import os
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("SPINESEG_", "HOLOSCAN_")) or k in KEPT_APP_VARIABLES}
+    return {**base, **(env or {})}
+
+
+def run_app(study=None, out=None, *args, engine: str | None = None, env: dict | None = None, timeout: float = 900):
+    """``python app [-i study] [-o out] [--engine engine] *args``, output captured as text, in ``app_env(env)``.
+    ``study``/``out`` None: not passed (a MAP-style run reads HOLOSCAN_* from ``env``); ``engine`` None: the
+    app's default (holoscan)."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, str(APP)]
+    cmd += ["-i", str(study)] if study is not None else []
+    cmd += ["-o", str(out)] if out is not None else []
+    cmd += ["--engine", engine] if engine else []
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=app_env(env))
+
+
+def app_report(out) -> dict | None:
+    """The run's report.json in ``out``, or None when there is none."""
+    import json
+    path = Path(out) / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 from fake_pacs import FakeStoreSCP, FakeStow, elapsed
+from helpers import run_app
 from spineseg.delivery import send as delivery
 from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination, deliver
 from spineseg.errors import SpineSegError
@@ -193,15 +194,9 @@ def test_an_interrupted_delivery_ends_the_run_instead_of_retrying(small_seg, mon
 
 
 def test_the_app_refuses_a_token_with_a_newline_before_any_work(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from conftest import ROOT
     (tmp_path / "in").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
-    env.update(SPINESEG_STOW_URL="http://127.0.0.1:9/dicom-web", SPINESEG_STOW_TOKEN=TOKEN + "\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                           "--engine", "plain"], capture_output=True, text=True, timeout=120, env=env)
+    env = {"SPINESEG_STOW_URL": "http://127.0.0.1:9/dicom-web", "SPINESEG_STOW_TOKEN": TOKEN + "\n"}
+    proc = run_app(tmp_path / "in", tmp_path / "out", engine="plain", env=env, timeout=120)
     text = (tmp_path / "out" / "report.json").read_text()
     report = json.loads(text)
     assert proc.returncode == 4 and report["error"]["code"] == "BAD_SETTING", proc.stderr[-2000:]

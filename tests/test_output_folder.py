@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import MODELS, ROOT
+from helpers import run_app
 from spineseg.outputs.atomic import reopen_results, write_atomic
 from spineseg.errors import SpineSegError
 from spineseg.outputs.output_folder import PREVIOUS, clear_previous, lock_output
-
-
-def run_app(inp, out, timeout=600, background=False, engine="plain", extra_env=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
-    env.update(extra_env or {})
-    cmd = [sys.executable, str(ROOT / "app"), "-i", str(inp), "-o", str(out), "--engine", engine]
-    if background:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_a_second_run_fails_busy_and_leaves_the_owners_report(tmp_path):
@@ -30,7 +22,7 @@ def test_a_second_run_fails_busy_and_leaves_the_owners_report(tmp_path):
     inp.mkdir()
     with lock_output(out):                       # the first run, still going
         (out / "report.json").write_text('{"status": "running", "owner": "first"}')
-        proc = run_app(inp, out, timeout=120)
+        proc = run_app(inp, out, engine="plain", timeout=120)
         assert json.loads((out / "report.json").read_text())["owner"] == "first"
     assert proc.returncode == 4, proc.stderr[-2000:]
     (refused,) = out.glob("report.refused-*.json")
@@ -66,7 +58,7 @@ def test_a_failed_run_does_not_leave_the_previous_seg_beside_its_report(tmp_path
     inp.mkdir()
     (out / "series-001_seg.dcm").write_text("previous SEG")
     (out / "report.json").write_text('{"status": "succeeded"}')
-    proc = run_app(inp, out, timeout=120)
+    proc = run_app(inp, out, engine="plain", timeout=120)
     report = json.loads((out / "report.json").read_text())
     assert proc.returncode == 3 and report["status"] == "failed" and report["error"]["code"] == "EMPTY_INPUT"
     assert not (out / "series-001_seg.dcm").exists() and (out / PREVIOUS / "series-001_seg.dcm").exists()
@@ -148,8 +140,8 @@ def test_holoscan_stopped_at_a_stage_ends_with_a_consistent_folder(tmp_path, pha
     process: SIGTERM as the models load, and between a series' SEG and its SR (where an SR could be left
     referencing a SEG that is gone)."""
     out = tmp_path / "out"
-    proc = run_app(phantom_study["dicom_files"][0].parent, out, engine="holoscan",
-                   extra_env={"SPINESEG_TEST_SIGNAL_AT": f"{stage}:SIGTERM"})
+    proc = run_app(phantom_study["dicom_files"][0].parent, out, engine="holoscan", timeout=600,
+                   env={"SPINESEG_TEST_SIGNAL_AT": f"{stage}:SIGTERM"})
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert f"test hook: sending SIGTERM at the start of stage {stage}" in proc.stderr
     assert_interrupted_and_consistent(out, json.loads((out / "report.json").read_text()), stage)
@@ -174,7 +166,7 @@ def test_an_output_folder_that_cannot_be_made_is_a_coded_error(tmp_path):
     (tmp_path / "afile").write_text("")
     inp = tmp_path / "in"
     inp.mkdir()
-    proc = run_app(inp, tmp_path / "afile" / "out", timeout=120)
+    proc = run_app(inp, tmp_path / "afile" / "out", engine="plain", timeout=120)
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert "OUTPUT_NOT_WRITABLE" in proc.stderr and "Traceback" not in proc.stderr
     report = json.loads(next(ln for ln in proc.stderr.splitlines() if ln.startswith("{")))
