@@ -1,8 +1,5 @@
 """The application end to end, as a subprocess: DICOM in, SEG + label map + report out."""
 import json
-import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -10,23 +7,15 @@ import pydicom
 import pytest
 
 from conftest import ROOT, run_dciodvfy
-from helpers import decode_seg, spine_dice, write_ct_copy
+from helpers import app_report, decode_seg, run_app, spine_dice, write_ct_copy
 from spineseg.input.dicom_input import load_volume, scan_dicom
-
-
-def run_app(input_dir, output_dir, *extra, env=None):
-    e = dict(os.environ, **(env or {}))
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(input_dir), "-o", str(output_dir), *extra],
-                          capture_output=True, text=True, timeout=900, env=e)
-    report = json.loads((output_dir / "report.json").read_text()) if (output_dir / "report.json").exists() else None
-    return proc, report
 
 
 @pytest.fixture(scope="module")
 def e2e_run(phantom_study, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e_out")
-    proc, report = run_app(phantom_study["dicom_files"][0].parent, out)
-    return proc, report, out
+    proc = run_app(phantom_study["dicom_files"][0].parent, out)
+    return proc, app_report(out), out
 
 
 def test_app_succeeds_and_reports(e2e_run, phantom_study):
@@ -73,9 +62,7 @@ def test_environment_variables_drive_a_map_style_run(phantom_study, tmp_path):
     env = {"HOLOSCAN_INPUT_PATH": str(phantom_study["dicom_files"][0].parent),
            "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "out"), "HOLOSCAN_MODEL_PATH": str(ROOT / "models"),
            "SPINESEG_SEG_TYPE": "LABELMAP"}
-    e = dict(os.environ, **env)
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "--engine", "plain"], capture_output=True, text=True,
-                          timeout=900, env=e)
+    proc = run_app(engine="plain", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["processed"][0]["seg"]["segmentation_type"] == "LABELMAP"
@@ -98,7 +85,8 @@ def test_bad_input_exits_3_with_a_report(tmp_path, phantom_study, case, code):
     elif case == "ct_only":
         write_ct_copy(phantom_study["dicom_files"], src)
     out = tmp_path / "out"
-    proc, report = run_app(src, out)
+    proc = run_app(src, out)
+    report = app_report(out)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert report["status"] == "failed" and report["error"]["code"] == code
     assert report["error"]["message"]
@@ -106,14 +94,14 @@ def test_bad_input_exits_3_with_a_report(tmp_path, phantom_study, case, code):
 
 
 def test_usage_error_without_paths(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLOSCAN_")}
-    proc = subprocess.run([sys.executable, str(ROOT / "app")], capture_output=True, text=True, timeout=120, env=env)
+    proc = run_app(timeout=120)
     assert proc.returncode == 2 and "required" in proc.stderr
 
 
 def test_real_t2_series(real_t2_dicom, tmp_path):
     """The real cervical T2: either a SEG on exactly the source grid, or a clean, specific failure."""
-    proc, report = run_app(real_t2_dicom, tmp_path / "out")
+    proc = run_app(real_t2_dicom, tmp_path / "out")
+    report = app_report(tmp_path / "out")
     assert report is not None
     if proc.returncode != 0:
         # the phantom-trained test weights may not recognise real anatomy; that must fail cleanly

@@ -1,6 +1,5 @@
 """Delivery to a real Orthanc: STOW-RS and C-STORE, retries, refusals, and re-sending later."""
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -10,6 +9,7 @@ import pydicom
 import pytest
 
 from conftest import ROOT, OrthancServer, free_port, require_orthanc
+from helpers import app_env, run_app
 from spineseg.delivery.send import CStoreDestination, RetryPolicy, StowDestination, deliver
 from spineseg.settings import destinations_from_settings
 
@@ -91,12 +91,11 @@ def test_cstore_peer_down_is_bounded(seg_path):
 def test_app_keeps_results_when_pacs_is_down_and_resend_delivers_later(orthanc, phantom_study, tmp_path):
     out = tmp_path / "out"
     down = f"http://127.0.0.1:{free_port()}/dicom-web"
-    env = dict(os.environ, SPINESEG_STOW_URL=down, SPINESEG_STOW_USER=OrthancServer.USER,
+    env = dict(SPINESEG_STOW_URL=down, SPINESEG_STOW_USER=OrthancServer.USER,
                SPINESEG_STOW_PASSWORD=OrthancServer.PASSWORD, SPINESEG_DELIVERY_MAX_SECONDS="4",
                SPINESEG_DELIVERY_INITIAL_DELAY="0.5")
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(phantom_study["dicom_files"][0].parent),
-                           "-o", str(out)], capture_output=True, text=True, timeout=900, env=env)
+    proc = run_app(phantom_study["dicom_files"][0].parent, out, env=env)
     assert proc.returncode == 5, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["error"]["code"] == "DELIVERY_FAILED" and report["status"] == "failed"
@@ -109,10 +108,10 @@ def test_app_keeps_results_when_pacs_is_down_and_resend_delivers_later(orthanc, 
 
     resend = [sys.executable, "-m", "spineseg.resend", str(out)]
     env_bad = dict(env, SPINESEG_STOW_URL=orthanc.url, SPINESEG_STOW_PASSWORD="wrong")
-    proc = subprocess.run(resend, capture_output=True, text=True, timeout=120, env=env_bad, cwd=ROOT)
+    proc = subprocess.run(resend, capture_output=True, text=True, timeout=120, env=app_env(env_bad), cwd=ROOT)
     assert proc.returncode == 5 and "401" in (out / "report.json").read_text()
     env_ok = dict(env, SPINESEG_STOW_URL=orthanc.url)
-    proc = subprocess.run(resend, capture_output=True, text=True, timeout=120, env=env_ok, cwd=ROOT)
+    proc = subprocess.run(resend, capture_output=True, text=True, timeout=120, env=app_env(env_ok), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "succeeded" and report["delivery"]["destinations"][0]["status"] == "delivered"
@@ -134,5 +133,5 @@ def run_ok(path) -> bool:
 
 def test_resend_without_a_report_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spineseg.resend", str(tmp_path)], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+                          timeout=60, cwd=ROOT, env=app_env())
     assert proc.returncode == 3 and "NO_REPORT" in proc.stderr
