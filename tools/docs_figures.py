@@ -252,6 +252,33 @@ def block_variant_accuracy() -> list[str]:
                     "'not verifiable' note", "wrong and silent"], rows)]
 
 
+def block_official_image() -> list[str]:
+    name = "official_image.json"
+    if not (RESULTS / name).is_file():
+        return [f"_No record yet: `bench/official_image.py --json bench/results/{name}` makes it._"]
+    rec = record(name)
+    rows = []
+    for backend, r in rec["backends"].items():
+        st = r.get("stages_s") or {}
+        networks = (f"{st['step1_network']:.0f} s + {st['step2_network']:.0f} s" if "step2_network" in st else
+                    "step 2 not reached")
+        rows.append([f"`{backend}`", f"{r['exit_status']} ({r.get('error') or r.get('status')})",
+                     f"{r['container_wall_s']:.0f} s", networks, f"{r['peak_memory_gb']['anon_gb']:.2f} GB",
+                     f"{r['peak_memory_gb']['usage_gb']:.2f} GB", "yes" if r["oom_killed"] else "no"])
+    b, s = rec["build"], rec["study"]
+    return [provenance(name, rec), "",
+            *wrap(f"Zips of {rec['zips_gb']:.2f} GB ({rec['release_shape']}, {rec['network']}); "
+                  f"`make image WEIGHTS=` on top of a built CPU MAP: verify {b['seconds']['verify']:.0f} s, install "
+                  f"{b['seconds']['install']:.0f} s, docker build with the IR export {b['seconds']['docker_build']:.0f} s; "
+                  f"image {b['size_gb']:.2f} GB. Phantom clinical lumbar study (seed {s['seed']}, {s['slice_thickness']} mm "
+                  f"slices, {s['pixel']} mm pixels, {s['matrix']}x{s['matrix']}) run in the image with app.yaml's "
+                  f"resources, load average {rec['load_average_at_start']} at the start and "
+                  f"{rec['load_average_at_end']} at the end. Random weights label nothing real: the exit "
+                  "status is whatever the study-level checks make of their output."), "",
+            *table(["backend", "exit status", "container, start to exit", "networks (step 1 + step 2)",
+                    "peak process memory", "peak cgroup usage (page cache included)", "OOM-killed"], rows)]
+
+
 def block_readme_glance() -> list[str]:
     """The README's few figures, each with its record."""
     prof = record("stage_profile_demo.json")
@@ -296,6 +323,7 @@ BLOCKS = {
     "phantom-accuracy": block_phantom_accuracy,
     "variant-accuracy": block_variant_accuracy,
     "readme-glance": block_readme_glance,
+    "official-image": block_official_image,
     "settings": block_settings,
 }
 
