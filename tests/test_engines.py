@@ -4,15 +4,12 @@ study gives the same outputs from both: label maps, measurements and pictures by
 equal but for their creation times and highdicom's random Dimension Organization UID, and the same report
 but for its timings."""
 import json
-import os
-import subprocess
-import sys
 
 import pydicom
 import pytest
 
 import phantom as P
-from conftest import ROOT
+from helpers import run_app
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +20,7 @@ REPORT_VOLATILE = {"started", "finished", "wall_seconds", "timings_seconds"}
 
 
 def run_engine(study, out, engine):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPINESEG_", "HOLOSCAN_"))}
-    env.update(SPINESEG_ALL_SERIES="true", SPINESEG_OPENVINO_CACHE=os.environ["SPINESEG_OPENVINO_CACHE"])
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(study), "-o", str(out), "--engine", engine],
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = run_app(study, out, engine=engine, env={"SPINESEG_ALL_SERIES": "true"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

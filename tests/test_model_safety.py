@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers import run_app
 from spineseg.errors import ModelError
 from spineseg.inference import backends
 from spineseg.inference.precompile import precompile
@@ -100,9 +101,7 @@ def test_the_app_refuses_a_checkpoint_that_would_run_code(tmp_path, models_dir, 
     marker = tmp_path / "marker"
     _write_payload(folder / CHECKPOINT, _System(marker), "zip")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(phantom_study["dicom_files"][0].parent),
-                           "-o", str(out), "--engine", "plain", "-m", str(models)],
-                          capture_output=True, text=True, timeout=600)
+    proc = run_app(phantom_study["dicom_files"][0].parent, out, "-m", models, engine="plain", timeout=600)
     report = json.loads((out / "report.json").read_text())
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert report["status"] == "failed" and report["error"]["code"] == "MODEL_MALFORMED"
