@@ -250,17 +250,15 @@ def test_the_app_writes_seg_sr_and_review_from_one_multiframe_mr_object(tmp_path
     the dataset's top level. The whole app now delivers SEG, SR and review picture, each valid, each tied to
     the multi-frame source (the picture to the frame nearest its plane)."""
     import json
-    import subprocess
-    import sys
 
     import highdicom as hd
 
-    from conftest import ROOT, run_dciodvfy
+    from conftest import run_dciodvfy
+    from helpers import run_app
     source = multiframe_copy(phantom_study["dicom_files"][0].parent, tmp_path / "in", kind)
     n_frames = int(source.NumberOfFrames)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "app"), "-i", str(tmp_path / "in"), "-o", str(out),
-                           "--engine", "plain"], capture_output=True, text=True, timeout=900)
+    proc = run_app(tmp_path / "in", out, engine="plain")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     (entry,) = report["processed"]
