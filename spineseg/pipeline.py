@@ -16,7 +16,8 @@ from spineseg import logsafe
 from spineseg.errors import DeliveryError, InputError
 from spineseg.inference.stations import AGREEMENT_FLOOR, anchor_rank, renumber
 from spineseg.inference.stations import compare as compare_stations
-from spineseg.inference.two_step import ModelPair, SegmentationResult, load_models, localizer_image, segment_volume
+from spineseg.inference.two_step import (ModelPair, SegmentationResult, NetworkMemo, load_models, localizer_image,
+                                         segment_volume)
 from spineseg.input.localizer import partner_candidates, same_frame
 from spineseg.outputs.measurement_table import render_measurement_table
 from spineseg.outputs.measurements import measure_levels, measurements_table
@@ -82,8 +83,11 @@ def load_series(series: SeriesInfo, cfg: AppConfig, report: RunReport) -> Volume
     return volume
 
 
-def segment(volume: Volume, models: ModelPair, report: RunReport) -> SegmentationResult:
-    return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage, dicom_stack=True)
+def segment(volume: Volume, models: ModelPair, report: RunReport, memo: NetworkMemo | None = None,
+            **partner) -> SegmentationResult:
+    """``volume`` through both steps (``partner``: the localizer and localizer_name that name its levels)."""
+    return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage, dicom_stack=True,
+                          memo=memo, **partner)
 
 
 def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, cfg: AppConfig,
@@ -102,6 +106,7 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
     the partner found there is reused, and one that failed is not tried again.
     """
     done = StudyMemo() if done is None else done
+    memo = NetworkMemo()        # a retry with a partner's labels reuses this series' network outputs
     cached = done.get(volume.series.series_uid)
     if cached is not None and not cached.failed:
         if cfg.partner == "always" and not cached.count_checked:
@@ -111,7 +116,7 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
     try:
         if cached is not None:        # it failed as another series' partner: the same weights fail it again
             raise cached.error
-        result = segment(volume, models, report)
+        result = segment(volume, models, report, memo)
         entry = done.segmented(volume.series.series_uid, volume.affine, result)
         if cfg.partner == "always":
             entry.count_checked = True
@@ -147,8 +152,7 @@ def segment_series(volume: Volume, study: list[SeriesInfo], models: ModelPair, c
             continue
         try:
             loc = localizer_image(anchor.labels, partner_affine, dicom_stack=True)
-            result = segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage,
-                                    localizer=loc, localizer_name=name, dicom_stack=True)
+            result = segment(volume, models, report, memo, localizer=loc, localizer_name=name)
         except InputError as err:
             tried.append(f"{name}: tried, labelling series {volume.series.series_number} with it ended {err.code} "
                          f"({err.message.split(';')[0]})")

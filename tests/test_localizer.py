@@ -347,3 +347,37 @@ def test_the_numbering_notes_name_the_partners_that_failed_before_one_named_the_
     assert result.partner["series_number"] == 22 and len(calls) == 1 + 3 + 1
     (note,) = [n for n in result.numbering.notes if n.startswith("partner series tried before it: ")]
     assert "series 20 (T1 SAG 20): tried, its own segmentation ended NO_LEVEL_LANDMARK" in note and "series 21" in note
+
+
+def test_a_retry_with_a_partner_runs_no_network_twice_on_the_same_image(study, tmp_path, monkeypatch):
+    """Issue 28, item 4: the series without a landmark is labelled again with its partner's labels from its own
+    network outputs (two_step.NetworkMemo), not preprocessed and run through the networks again; each network
+    sees each input once in the whole run."""
+    import spineseg.pipeline as pipeline
+    from spineseg.inference.two_step import ModelPair, load_models
+
+    seen = []
+
+    class Counting:
+        def __init__(self, model, step):
+            self.model, self.step = model, step
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def predict(self, channels):
+            seen.append((self.step, channels[0].shape, channels[0].affine.tobytes(),
+                         np.asanyarray(channels[-1].dataobj).tobytes()))
+            return self.model.predict(channels)
+
+    def counting_models(*args, **kwargs):
+        pair = load_models(*args, **kwargs)
+        return ModelPair(Counting(pair.step1, "step1"), Counting(pair.step2, "step2"), pair.device, pair.backend)
+
+    monkeypatch.setattr(pipeline, "load_models", counting_models)
+    root, _ = study
+    report = run(root, tmp_path / "out")
+    assert report.processed[0]["numbering"]["anchored_by"], report.processed   # named from its partner
+    step1 = [s for s in seen if s[0] == "step1"]
+    assert len(step1) == len(set(step1)) == 2          # the T2 series and its partner, once each
+    assert len(seen) == len(set(seen))

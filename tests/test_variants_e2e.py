@@ -74,7 +74,7 @@ def test_a_wrong_or_unusual_count_is_never_silent(make_case, tmp_path, variant, 
 def test_a_label_outside_the_scheme_is_an_input_error_and_keeps_the_label_map(phantom_study, tmp_path, monkeypatch):
     import spineseg.pipeline as pipeline
 
-    def fake_segment(volume, models, report):
+    def fake_segment(volume, models, report, *_, **__):
         labels = np.zeros(volume.array.shape, np.uint8)
         labels[:, 10:20, 10:20] = 41
         labels[:, 30:40, 10:20] = 99                     # no TotalSpineSeg label has this value

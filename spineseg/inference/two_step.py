@@ -9,6 +9,7 @@ without ``torch._dynamo`` (``spineseg.inference.nnunet_import``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -349,6 +350,33 @@ class SegmentationResult:
     partner: dict | None = None           # the series of the study whose labels named the levels (--loc)
 
 
+@dataclass
+class NetworkMemo:
+    """What :func:`segment_volume` computed for one volume that no localizer changes: the image as read
+    (``raw``), the 1 mm image (``iso``), step 1's network output reduced to its largest components
+    (``components``), and step 2's network output for the inputs it was given (``step2``, under ``step2_key``).
+    Given to a second call for the same volume with a partner's localizer (the pipeline's no-landmark retry),
+    it spares that call the preprocessing and step 1's network, and step 2's network too when the localizer
+    leaves step 2's inputs (the crop and the odd discs) as they were."""
+
+    key: tuple = ()
+    raw: nib.Nifti1Image | None = None
+    iso: nib.Nifti1Image | None = None
+    components: nib.Nifti1Image | None = None
+    step2_key: tuple = ()
+    step2: nib.Nifti1Image | None = None
+
+    @staticmethod
+    def key_of(array: np.ndarray, affine_lps: np.ndarray, dicom_stack: bool) -> tuple:
+        return id(array), array.shape, np.asarray(affine_lps, float).tobytes(), dicom_stack
+
+    @staticmethod
+    def step2_key_of(cropped: nib.Nifti1Image, odd: nib.Nifti1Image) -> tuple:
+        odd_data = np.ascontiguousarray(np.asanyarray(odd.dataobj))
+        return (cropped.shape, np.asarray(cropped.affine).tobytes(), odd_data.dtype.str,
+                hashlib.sha256(odd_data).hexdigest())
+
+
 def _iterative_label(seg: nib.Nifti1Image, step: str, localizer: nib.Nifti1Image | None = None,
                      **params) -> nib.Nifti1Image:
     """totalspineseg's labelling (with a localizer's labels when given, as ``--loc``); its "no landmark"
@@ -443,27 +471,11 @@ def localizer_image(labels: np.ndarray, affine_lps: np.ndarray, dicom_stack: boo
     return _nifti(np.asarray(labels, np.uint8), lps_to_ras(affine_lps))
 
 
-def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
-                   on_stage: Callable[[str, float], None] | None = None,
-                   localizer: nib.Nifti1Image | None = None, localizer_name: str | None = None,
-                   dicom_stack: bool = False) -> SegmentationResult:
-    """Final TotalSpineSeg labels for a volume, on the volume's own grid.
-
-    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm); ``dicom_stack``: it is a DICOM stack
-    (slice, row, column), segmented in dcm2niix's layout (:func:`to_dcm2niix_layout`) so that the labels are
-    the seed pipeline's, and returned in the stack's own. ``localizer`` (``localizer_image``
-    of a labelled series of the same Frame of Reference) names the levels as ``totalspineseg --loc``
-    does. Raises :class:`InputError` ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference
-    command does.
-    """
+def _through_step1_network(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair, dicom_stack: bool,
+                           stage: Callable[[str, float], None]) -> tuple:
+    """(raw, iso, components, t): the volume as the reference reads it, its 1 mm image, step 1's network output
+    reduced to its largest components, and the time step 1's post-processing started."""
     tss = nnunet_import.totalspineseg()
-    timings: dict[str, float] = {}
-
-    def stage(name: str, t0: float):
-        timings[name] = round(time.perf_counter() - t0, 3)
-        if on_stage:
-            on_stage(name, timings[name])
-
     t = time.perf_counter()
     stored_dtype = integer_storage_dtype(array)
     source = to_dcm2niix_layout(array, affine_lps) if dicom_stack else (array, affine_lps)
@@ -487,7 +499,44 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     stage("step1_network", t)
 
     t = time.perf_counter()
-    s1 = postprocess.largest_component(step1, binarize=True, dilate=5)
+    return raw, iso, postprocess.largest_component(step1, binarize=True, dilate=5), t
+
+
+def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
+                   on_stage: Callable[[str, float], None] | None = None,
+                   localizer: nib.Nifti1Image | None = None, localizer_name: str | None = None,
+                   dicom_stack: bool = False, memo: NetworkMemo | None = None) -> SegmentationResult:
+    """Final TotalSpineSeg labels for a volume, on the volume's own grid.
+
+    ``array`` is indexed like ``affine_lps`` (voxel index -> LPS mm); ``dicom_stack``: it is a DICOM stack
+    (slice, row, column), segmented in dcm2niix's layout (:func:`to_dcm2niix_layout`) so that the labels are
+    the seed pipeline's, and returned in the stack's own. ``localizer`` (``localizer_image``
+    of a labelled series of the same Frame of Reference) names the levels as ``totalspineseg --loc``
+    does. Raises :class:`InputError` ``NO_SPINE_FOUND`` when step 1 finds no anatomy, as the reference
+    command does. ``memo``: filled by a first call, reused by a later one for the same volume
+    (:class:`NetworkMemo`); the reused stages are then absent from ``timings``.
+    """
+    tss = nnunet_import.totalspineseg()
+    timings: dict[str, float] = {}
+
+    def stage(name: str, t0: float):
+        timings[name] = round(time.perf_counter() - t0, 3)
+        if on_stage:
+            on_stage(name, timings[name])
+
+    key = NetworkMemo.key_of(array, affine_lps, dicom_stack)
+    if memo is not None and memo.components is not None:
+        if memo.key != key:
+            raise ValueError("memo was filled for another volume")
+        raw, iso = memo.raw, memo.iso
+        components = memo.components
+        t = time.perf_counter()
+    else:
+        raw, iso, components, t = _through_step1_network(array, affine_lps, models, dicom_stack, stage)
+        if memo is not None:
+            memo.key, memo.raw, memo.iso, memo.components = key, raw, iso, components
+    # a copy: the labelling below must leave the memo's components as they are for a later call
+    s1 = nib.Nifti1Image(np.array(components.dataobj), components.affine, components.header)
     s1 = _iterative_label(s1, "Step 1", localizer, **STEP1_LABELLING)
     if not np.asanyarray(s1.dataobj).any():
         raise InputError("NO_SPINE_FOUND", "Step 1 found no spine in the chosen series: the images are likely "
@@ -502,9 +551,15 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
         raise InputError("NO_DISCS_FOUND", "Step 1 found no intervertebral disc, so vertebrae cannot be labelled; "
                          "the series may not cover the spine.")
 
-    t = time.perf_counter()
-    step2 = models.step2.predict([cropped, odd])
-    stage("step2_network", t)
+    step2_key = NetworkMemo.step2_key_of(cropped, odd)
+    if memo is not None and memo.step2 is not None and memo.step2_key == step2_key:
+        step2 = memo.step2
+    else:
+        t = time.perf_counter()
+        step2 = models.step2.predict([cropped, odd])
+        stage("step2_network", t)
+        if memo is not None:
+            memo.step2_key, memo.step2 = step2_key, step2
 
     t = time.perf_counter()
     s2 = postprocess.largest_component(step2, binarize=True, dilate=5)
