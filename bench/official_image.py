@@ -135,8 +135,8 @@ def main(argv=None) -> int:
         record["zips_gb"] = round(sum(z.stat().st_size for z in zips.glob("*.zip")) / 1e9, 2)
         record["make_zips_s"] = round(time.monotonic() - t, 1)
         tag = f"{weights_image.CPU_IMAGE}-{RELEASE}-bench"
-        build = weights_image.build(zips, tag=tag)
         try:
+            build = weights_image.build(zips, tag=tag)
             record["build"] = {"seconds": build["seconds"], "size_gb": round(build["size_bytes"] / 1e9, 2)}
             study = tmp / "clinical"
             P.write_case(out_dir=study, **CLINICAL)
@@ -149,7 +149,8 @@ def main(argv=None) -> int:
                       f" ({row.get('status')}, {row.get('error')})", flush=True)
         finally:
             subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
-            subprocess.run(["rm", "-rf", build["context"]], check=False)     # 2.3 GB of random weights
+            # the staged release: 2.3 GB of random weights (also when the build failed part-way)
+            subprocess.run(["rm", "-rf", *map(str, weights_image.STORE.glob("*"))], check=False)
     return finish_record(record, a.json)
 
 
