@@ -286,6 +286,7 @@ def block_readme_glance() -> list[str]:
     back = backends["fullsize_clinical_lumbar"]
     acc = record("phantom_accuracy.json")["summary"]
     var = record("variant_accuracy.json")
+    images = record("images.json")
     silent = sum(r["wrong_but_silent"] for r in var["rows"])
     return [
         f"- Demo study, bundled models, 2 CPU cores: {prof['process_wall_s']:.0f} s for the whole process "
@@ -299,7 +300,30 @@ def block_readme_glance() -> list[str]:
         "right (`bench/results/phantom_accuracy.json`). **Phantoms, not patients.**",
         f"- Level numbering on {len(var['rows'])} anatomical-variant phantoms: {silent} wrong without a warning "
         f"(`bench/results/variant_accuracy.json`, date {recorded(var)[0]}; see the confidence table).",
+        *wrap(f"- MAP images built offline from scratch (`make image GPU=1`): CPU {images['cpu']['size_gb']:.2f} GB in "
+              f"{images['cpu']['build_steps_s']['total']:.0f} s, GPU {images['gpu']['size_gb']:.2f} GB in "
+              f"{images['gpu']['build_steps_s']['total']:.0f} s more; the demo study's first run "
+              f"{images['cpu']['first_run']['container_wall_s']:.0f} s in the CPU image and "
+              f"{images['gpu']['first_run']['container_wall_s']:.0f} s in the GPU one on this CPU host "
+              f"(`bench/results/images.json`, date {recorded(images)[0]}).", bullet=True),
     ]
+
+
+def block_images() -> list[str]:
+    rec = record("images.json")
+    rows = []
+    for name in ("cpu", "gpu"):
+        r, run = rec[name], rec[name]["first_run"]
+        steps = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in r["build_steps_s"].items() if k != "total")
+        rows.append([name.upper(), f"`{r['tag']}`", f"{r['size_gb']:.2f} GB", f"{r['build_steps_s']['total']:.0f} s ({steps})",
+                     f"{run['container_wall_s']:.0f} s (app {run['app_wall_s']:.0f} s, model load {run['load_models_s']:.1f} s)",
+                     f"{run['peak_memory_gb']['anon_gb']:.2f} GB"])
+    return [provenance("images.json", rec), "",
+            *wrap(f"`make image GPU=1` on an engine holding no image (the Debian root file system tarball and the "
+                  f"wheelhouses already on disk): {rec['make_image_gpu_s']:.0f} s in all, load average "
+                  f"{rec['load_average_at_start']} at the start. First run: the demo study in a fresh container, "
+                  "non-root, read-only, app.yaml's 2 CPUs and 8 GiB, no GPU:"), "",
+            *table(["image", "tag", "size", "build", "first demo run, start to exit", "peak process memory"], rows)]
 
 
 def block_settings() -> list[str]:
@@ -324,6 +348,7 @@ BLOCKS = {
     "variant-accuracy": block_variant_accuracy,
     "readme-glance": block_readme_glance,
     "official-image": block_official_image,
+    "images": block_images,
     "settings": block_settings,
 }
 
