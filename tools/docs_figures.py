@@ -274,7 +274,9 @@ def block_official_image() -> list[str]:
                   f"slices, {s['pixel']} mm pixels, {s['matrix']}x{s['matrix']}) run in the image with app.yaml's "
                   f"resources, load average {rec['load_average_at_start']} at the start and "
                   f"{rec['load_average_at_end']} at the end. Random weights label nothing real: the exit "
-                  "status is whatever the study-level checks make of their output."), "",
+                  "status is whatever the study-level checks make of their output, and their labels make step 2's "
+                  "crop and post-processing far larger than trained weights' (their times: performance.md). What "
+                  "the table shows is that the release runs as `official` inside the declared memory."), "",
             *table(["backend", "exit status", "container, start to exit", "networks (step 1 + step 2)",
                     "peak process memory", "peak cgroup usage (page cache included)", "OOM-killed"], rows)]
 
