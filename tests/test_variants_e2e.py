@@ -12,7 +12,7 @@ from spineseg.errors import InputError
 from spineseg.inference.two_step import SegmentationResult
 from spineseg.pipeline import AppConfig, run_all
 from spineseg.report import RunReport
-from test_app_e2e import run_app
+from helpers import app_report, run_app
 
 
 def level_accuracy(labels, truth) -> float:
@@ -32,7 +32,8 @@ def run_in_process(case, out):
 def six_lumbar(make_case, tmp_path_factory):
     case = make_case(5203, fov="whole", variant="6-lumbar", slice_thickness=3.0, pixel=1.2)
     out = tmp_path_factory.mktemp("six_lumbar_out")
-    proc, report = run_app(case["dicom_files"][0].parent, out)
+    proc = run_app(case["dicom_files"][0].parent, out)
+    report = app_report(out)
     return case, proc, report, out
 
 
