@@ -17,6 +17,8 @@ import yaml
 from conftest import ROOT
 
 IMAGE = os.environ.get("SPINESEG_IMAGE", "spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0")
+# the GPU MAP (make image GPU=1): the CPU image with torch's CUDA build (tests/test_gpu_image.py)
+GPU_IMAGE = os.environ.get("SPINESEG_GPU_IMAGE", "spine-seg-x64-workstation-dgpu-linux-amd64:0.1.0")
 APP_YAML = yaml.safe_load((ROOT / "app.yaml").read_text())
 # a uid the image does not know, as OpenShift-style hosts assign; a non-root runner uses its own
 UID = 4242 if os.geteuid() == 0 else os.getuid()
@@ -71,6 +73,14 @@ def image() -> dict:
     inspect = docker("image", "inspect", IMAGE)
     if inspect.returncode != 0:
         unavailable(f"image {IMAGE} not built: make image")
+    return json.loads(inspect.stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def gpu_image(image) -> dict:
+    inspect = docker("image", "inspect", GPU_IMAGE)
+    if inspect.returncode != 0:
+        unavailable(f"image {GPU_IMAGE} not built: make image GPU=1")
     return json.loads(inspect.stdout)[0]
 
 
