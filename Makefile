@@ -62,7 +62,7 @@ $(PKG_STAMP):
 	touch $@
 
 # MAP build context (GPU and CPU variants) in build/map; on a machine with Docker: make package BUILD=1
-package: $(PKG_STAMP)
+package: $(STAMP) $(PKG_STAMP)
 	$(PKG_VENV)/bin/python tools/package_map.py --out build/map $(if $(BUILD),--build)
 
 # The CPU MAP image, built offline with a real engine (tools/build_image.py: Debian base by mmdebstrap, pinned

@@ -39,8 +39,12 @@ def test_build_context_is_complete(contexts, variant):
         src = sorted((ROOT / "models" / "nnUNet" / "results" / dataset).glob("*/fold_0/checkpoint_final.pth"))
         dst = sorted((ctx / "models" / "nnUNet" / "results" / dataset).glob("*/fold_0/checkpoint_final.pth"))
         assert len(src) == len(dst) == 1 and src[0].read_bytes() == dst[0].read_bytes()
-    assert (ctx / "app" / "__main__.py").is_file() and (ctx / "lib" / "spineseg" / "pipeline.py").is_file()
-    assert (ctx / "lib" / "operators" / "base.py").is_file() and (ctx / "app.config").is_file()
+    assert (ctx / "app" / "__main__.py").is_file() and (ctx / "app.config").is_file()
+    if variant == "gpu":   # the packager's layout: our packages in lib/, which its image puts on PYTHONPATH
+        assert (ctx / "lib" / "spineseg" / "pipeline.py").is_file() and (ctx / "lib" / "operators" / "base.py").is_file()
+    else:                  # the project's wheel in dist/, pip-installed by the Dockerfile; no lib/, no PYTHONPATH
+        assert not (ctx / "lib").exists() and [w.name for w in (ctx / "dist").iterdir()] == [
+            f"spine_seg-{app_yaml['application']['version']}-py3-none-any.whl"]
     requirements = (ctx / "pip" / "requirements.txt").read_text().splitlines()
     assert "nnunetv2==2.8.1" in requirements and "totalspineseg==20260807" in requirements
     assert not [r for r in requirements if r.split("==")[0] in ("pytest", "hypothesis", "dcmqi")]
@@ -57,6 +61,8 @@ def test_build_context_is_complete(contexts, variant):
         assert not [w for w in ("curl", "apt-get", "http", "nvidia.com", "pip install --upgrade") if w in dockerfile]
         assert "pip install --no-index --find-links /tmp/wheelhouse" in dockerfile
         assert "COPY ./models /opt/holoscan/models" in dockerfile
+        assert "--no-deps --no-cache-dir --disable-pip-version-check \\\n        -q /tmp/dist/spine_seg-" in dockerfile
+        assert "PYTHONPATH" not in dockerfile and "/opt/holoscan/lib" not in dockerfile
         assert (ctx / "entrypoint.sh").read_bytes() == (ROOT / "deploy" / "map" / "entrypoint.sh").read_bytes()
         assert (ctx / "wheelhouse").is_dir()
         # the packager's labels and HOLOSCAN_* variables, unchanged

@@ -18,13 +18,16 @@ buildx and the internet) and ``cpu``, whose context gets ``deploy/map/Dockerfile
 packager's Dockerfile (kept as ``Dockerfile.holoscan-cli``): a Debian bookworm base made by
 ``tools/base_image.sh`` and the pinned wheels (CPU torch included) from ``wheelhouse/`` in the context, so it
 builds with ``docker build --network none``. ``tools/build_image.py`` (``make image``, or ``--build`` here)
-fills the wheelhouse and builds it.
+fills the wheelhouse and builds it. The CPU context installs this project as pip installs it anywhere: its
+``lib/`` is replaced by ``dist/``, the project's wheel (``project_wheel``), which the Dockerfile installs into
+the image's venv; nothing is put on PYTHONPATH.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +43,12 @@ CPU_BASE_IMAGE = "spine-seg-base:bookworm"          # tools/base_image.sh; build
 CPU_DOCKERFILE = ROOT / "deploy" / "map" / "Dockerfile.cpu"
 CPU_ENTRYPOINT = ROOT / "deploy" / "map" / "entrypoint.sh"
 IMAGE_NAMES = {"gpu": "spine-seg", "cpu": "spine-seg-cpu"}   # the packager appends -x64-workstation-dgpu-linux-amd64
+# what `pip wheel` needs of the checkout (pyproject.toml's packages and the files its metadata reads)
+PROJECT_FILES = ("pyproject.toml", "README.md", "requirements.txt", "requirements-test.txt")
+PROJECT_PACKAGES = ("spineseg", "operators", "app")
+# builds the wheel: setuptools >= 70.1 builds wheels by itself; this tool's own venv (.venv-package) has 65.5
+# without the `wheel` package, while make venv's .venv has a current one
+WHEEL_BUILDER = ROOT / ".venv" / "bin" / "python"
 
 
 def runtime_requirements() -> str:
@@ -139,11 +148,39 @@ def make_cpu_context(context: Path) -> Path:
     sdk.rename(context / "Dockerfile.holoscan-cli")
     (context / "Dockerfile").write_text(template.replace("\n@SDK@\n", "\n" + "\n".join(sdk_lines) + "\n"))
     shutil.copy(CPU_ENTRYPOINT, context / "entrypoint.sh")
+    # the project as a wheel that the Dockerfile pip-installs, in place of the packager's PYTHONPATH folder
+    shutil.rmtree(context / "lib")
+    project_wheel(context / "dist")
     wheelhouse = context / "wheelhouse"
     wheelhouse.mkdir(exist_ok=True)
     (wheelhouse / "README.txt").write_text("The pinned wheels go here: tools/build_image.py (make image) fills this "
                                            "folder and writes requirements.lock.\n")
     return context
+
+
+def project_wheel(dest: Path) -> Path:
+    """Build spine-seg's wheel (``pip wheel --no-deps``) into ``dest`` from a copy of the checkout's project files,
+    so that setuptools writes its build/ and egg-info into the copy, not into the checkout. Its files are dated
+    at the last commit (SOURCE_DATE_EPOCH), so the same tree gives the same wheel, byte for byte, and Docker's
+    layer cache holds across rebuilds."""
+    builder = WHEEL_BUILDER if WHEEL_BUILDER.is_file() else Path(sys.executable)
+    commit_time = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True,
+                                 text=True, timeout=30).stdout.strip()
+    env = dict(os.environ, SOURCE_DATE_EPOCH=commit_time or "315532800", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="spineseg-wheel-") as tmp:
+        src = Path(tmp) / "spine-seg"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for package in PROJECT_PACKAGES:
+            shutil.copytree(ROOT / package, src / package, ignore=ignore)
+        for name in PROJECT_FILES:
+            shutil.copy2(ROOT / name, src / name)
+        subprocess.run([str(builder), "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(dest), str(src)], check=True, env=env, timeout=600)
+    wheels = sorted(dest.glob("spine_seg-*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"error: expected one spine-seg wheel in {dest}, found {[w.name for w in wheels]}")
+    return wheels[0]
 
 
 def docker_engine_available() -> bool:
