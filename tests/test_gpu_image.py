@@ -1,33 +1,18 @@
 """The GPU MAP (`make image GPU=1`, deploy/map/Dockerfile.gpu) on this host, which has no GPU (issue 27, items 1 and
 2): the CPU image with the CUDA build of torch, so it must run a study on the CPU, say so in one log line, use its
-own precompiled IR, keep every other package at the CPU image's version, ask MONAI Deploy for a GPU in its manifest,
-and give the app's exit status on its entry paths (the image's own entry point, and the Argo GPU template's
-command, whose SPINESEG_DEVICE=cuda makes a good study fail here with DEVICE_UNAVAILABLE, as it should on a node
-without a GPU). With a GPU: `docker run --gpus all` (nvidia-container-toolkit), docs/map-image.md."""
+own precompiled IR, keep every other package at the CPU image's version and ask MONAI Deploy for a GPU in its
+manifest. Its exit status on every entry path is tests/test_exit_status_paths.py's `gpu` rows. With a GPU:
+`docker run --gpus all` (nvidia-container-toolkit), docs/map-image.md."""
 from __future__ import annotations
 
 import json
-import os
 import re
 
-import pytest
-import yaml
+from container_helpers import (GPU_IMAGE, IMAGE, demo_study, docker, gpu_image, image,  # noqa: F401 (fixtures)
+                               output_folder, run_map)
 
-from conftest import ROOT
-from container_helpers import (IMAGE, demo_study, docker, image, output_folder, readable_by_all,  # noqa: F401
-                               run_map, unavailable)
-
-GPU_IMAGE = os.environ.get("SPINESEG_GPU_IMAGE", "spine-seg-x64-workstation-dgpu-linux-amd64:0.1.0")
 # what the GPU image swaps or adds: torch's CUDA build and the wheels it pulls
 CUDA_PACKAGES = ("torch", "torchvision", "triton", "nvidia-", "cuda-toolkit")
-
-
-@pytest.fixture(scope="module")
-def gpu_image(image) -> dict:
-    inspect = docker("image", "inspect", GPU_IMAGE)
-    if inspect.returncode != 0:
-        unavailable(f"image {GPU_IMAGE} not built: make image GPU=1")
-    return json.loads(inspect.stdout)[0]
 
 
 def in_image(tag: str, *command: str) -> str:
@@ -69,44 +54,3 @@ def test_a_study_runs_on_the_cpu_where_no_gpu_is_visible(gpu_image, demo_study, 
     assert report["models"]["step1"]["openvino_ir"] == report["models"]["step2"]["openvino_ir"] == "precompiled"
     assert log.count("no GPU visible to this CUDA build of torch: the networks run on the CPU") == 1
     assert len(list(out.glob("*_seg.dcm"))) == 1
-
-
-def argo_gpu_container() -> tuple[dict, dict]:
-    template = yaml.safe_load((ROOT / "deploy" / "argo" / "spine-seg-gpu.yaml").read_text())
-    step = next(t for t in template["spec"]["templates"] if "container" in t)
-    return step, step["container"]
-
-
-def test_the_argo_gpu_template_names_this_image():
-    assert argo_gpu_container()[1]["image"] == GPU_IMAGE
-
-
-# (entry path, outcome); the image's own entry point's good run is test_a_study_runs_on_the_cpu_where_no_gpu_is_visible
-CASES = [("docker-run", "failing"), ("docker-run", "interrupted"),
-         ("argo-gpu", "failing"), ("argo-gpu", "interrupted"), ("argo-gpu", "good")]
-# (exit status, error code); the Argo GPU template asks for CUDA, which this host cannot give a good study
-EXPECTED = {"failing": (3, "NO_DICOM"), "interrupted": (4, "INTERRUPTED"), "good": (4, "DEVICE_UNAVAILABLE")}
-
-
-@pytest.mark.parametrize("path,outcome", CASES)
-def test_the_exit_status_is_the_apps(gpu_image, demo_study, tmp_path, path, outcome):
-    status, code = EXPECTED[outcome]
-    study = demo_study
-    if outcome == "failing":
-        study = tmp_path / "not-a-study"
-        study.mkdir()
-        (study / "readme.txt").write_text("an export that went wrong: no DICOM here\n")
-        readable_by_all(study)
-    env = {"SPINESEG_TEST_SIGNAL_AT": "load_models:SIGTERM"} if outcome == "interrupted" else {}
-    out = output_folder(tmp_path)
-    if path == "docker-run":
-        proc = run_map(study, out, env=env, image=GPU_IMAGE)
-    else:
-        step, container = argo_gpu_container()
-        proc = run_map(study, out, command=container["command"], image=GPU_IMAGE,
-                       env={**{e["name"]: e["value"] for e in container["env"]}, **env},
-                       input_path=step["inputs"]["artifacts"][0]["path"],
-                       output_path=step["outputs"]["artifacts"][0]["path"])
-    report = json.loads((out / "report.json").read_text())
-    assert (proc.returncode, report["exit_code"], report["error"]["code"]) == (status, status, code), \
-        (proc.stdout + proc.stderr)[-3000:]
