@@ -5,7 +5,8 @@ seed.  It is rendered on any voxel grid given as a voxel->LPS affine, so the sam
 sampled as a 1 mm training volume or as a clinical sagittal DICOM series (thick slices, fine
 in-plane pixels, any orientation) whose ground truth lies in exactly the same world space.
 
-Usable as a function (``make_phantom``, ``render``, ``write_dicom_series``) and as a command::
+Usable as functions (``make_phantom``, ``render``, ``write_dicom_series``; a whole series: ``render_case`` /
+``render_series`` in memory, ``write_case`` / ``write_series`` as files) and as a command::
 
     python tools/phantom.py --seed 7 --fov lumbar --out study/ [--slice-thickness 3.5 --pixel 0.6]
 """
@@ -608,22 +609,48 @@ def slice_oversample(slice_thickness: float) -> tuple[int, int, int]:
     return max(1, round(slice_thickness / 0.8)), 1, 1
 
 
+def render_series(ph: Phantom, plane: str = "sagittal", slice_thickness: float = 1.0, pixel: float = 1.0, *,
+                  geometry: SeriesGeometry | None = None, **geometry_kw) -> dict:
+    """``ph`` rendered as one series, in memory, as every study, test and bench renders a phantom: the grid of
+    :func:`series_geometry` (``geometry_kw``: its ``oblique_deg``, ``reverse_slices``, ``matrix``, ...) or a
+    ``geometry`` of one's own, thick slices oversampled (:func:`slice_oversample`).
+
+    Returns ``{"phantom", "geometry", "image", "labels"}``: the MR-like image and its true labels on one grid.
+    """
+    geom = geometry or series_geometry(ph, plane, slice_thickness, pixel, **geometry_kw)
+    image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(geom.spacing[0]))
+    return {"phantom": ph, "geometry": geom, "image": image, "labels": labels}
+
+
+def render_case(seed: int, fov: str | None = None, variant: str = "normal", **series_kw) -> dict:
+    """:func:`render_series` of ``make_phantom(seed, fov, variant)`` (``series_kw``: plane, slice_thickness, pixel,
+    and the grid's options)."""
+    return render_series(make_phantom(seed, fov, variant), **series_kw)
+
+
+def write_series(case: dict, out_dir: Path, *, shuffle: bool = False, **series_kw) -> dict:
+    """A rendered ``case`` (:func:`render_series`) as files: its DICOM series in ``out_dir/dicom``
+    (``series_kw``: :func:`write_dicom_series`'s options) and its true labels in ``out_dir/ground_truth.nii.gz``.
+    Returns ``case`` with ``dicom_files`` and ``ground_truth`` added."""
+    import nibabel as nib
+
+    out_dir = Path(out_dir)
+    geom = case["geometry"]
+    dicom = write_dicom_series(case["image"], geom, out_dir / "dicom", case["phantom"].seed, shuffle=shuffle,
+                               **series_kw)
+    nib.save(nib.Nifti1Image(case["labels"], lps_to_ras(geom.affine)), out_dir / "ground_truth.nii.gz")
+    return {**case, "dicom_files": dicom, "ground_truth": out_dir / "ground_truth.nii.gz"}
+
+
 def write_case(seed: int, out_dir: Path, fov: str | None = None, plane: str = "sagittal",
                slice_thickness: float = 1.0, pixel: float = 1.0, oblique_deg: float = 0.0,
                reverse_slices: bool = False, shuffle: bool = False, matrix: int | None = None,
                variant: str = "normal", **series_kw) -> dict:
-    """Make a phantom and write its DICOM series (``out_dir/dicom``) and ground truth NIfTI."""
-    import nibabel as nib
-
-    ph = make_phantom(seed, fov, variant)
-    geom = series_geometry(ph, plane, slice_thickness, pixel, oblique_deg=oblique_deg,
-                           reverse_slices=reverse_slices, matrix=matrix)
-    image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(slice_thickness))
-    out_dir = Path(out_dir)
-    dicom = write_dicom_series(image, geom, out_dir / "dicom", seed, shuffle=shuffle, **series_kw)
-    nib.save(nib.Nifti1Image(labels, lps_to_ras(geom.affine)), out_dir / "ground_truth.nii.gz")
-    return {"phantom": ph, "geometry": geom, "dicom_files": dicom,
-            "ground_truth": out_dir / "ground_truth.nii.gz", "labels": labels, "image": image}
+    """Make a phantom and write its DICOM series (``out_dir/dicom``) and ground truth NIfTI
+    (:func:`render_case`, then :func:`write_series`)."""
+    case = render_case(seed, fov, variant, plane=plane, slice_thickness=slice_thickness, pixel=pixel,
+                       oblique_deg=oblique_deg, reverse_slices=reverse_slices, matrix=matrix)
+    return write_series(case, out_dir, shuffle=shuffle, **series_kw)
 
 
 @dataclass
@@ -652,8 +679,6 @@ STATIONS = (SeriesSpec("station1", "cervicothoracic", 3.0, 1.0, 11, "T2 SAG STAT
 def write_study(seed: int, out_dir: Path, specs=LOCALIZER_STUDY, variant: str = "normal") -> dict:
     """Several series of one phantom in one study and Frame of Reference, each with its ground truth, in
     ``out_dir/<spec.name>/dicom`` (default: a thoracic T2 and a low-resolution whole-spine localizer)."""
-    import nibabel as nib
-
     out_dir = Path(out_dir)
     study_uid = _uid(seed, "study")
     series = {}
@@ -661,14 +686,10 @@ def write_study(seed: int, out_dir: Path, specs=LOCALIZER_STUDY, variant: str = 
         ph = make_phantom(seed, spec.fov, variant)
         if spec.shift_mm:
             ph.fov_z = (ph.fov_z[0] + spec.shift_mm, ph.fov_z[1] + spec.shift_mm)
-        geom = series_geometry(ph, "sagittal", spec.slice_thickness, spec.pixel)
-        image, labels = render(ph, geom.affine, geom.shape, oversample=slice_oversample(spec.slice_thickness))
-        files = write_dicom_series(image, geom, out_dir / spec.name / "dicom", seed, series_number=spec.series_number,
-                                   series_description=spec.description, study_uid=study_uid,
-                                   localizer=spec.localizer)
-        nib.save(nib.Nifti1Image(labels, lps_to_ras(geom.affine)), out_dir / spec.name / "ground_truth.nii.gz")
-        series[spec.name] = {"phantom": ph, "geometry": geom, "dicom_files": files, "labels": labels,
-                             "ground_truth": out_dir / spec.name / "ground_truth.nii.gz"}
+        case = render_series(ph, "sagittal", spec.slice_thickness, spec.pixel)
+        series[spec.name] = write_series(case, out_dir / spec.name, series_number=spec.series_number,
+                                         series_description=spec.description, study_uid=study_uid,
+                                         localizer=spec.localizer)
     return series
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-import phantom as P
+from tools import phantom as P
 
 CLI = Path(sys.executable).parent / "totalspineseg"
 
@@ -31,17 +31,16 @@ def prepare_data_dir(models_dir: Path, data_dir: Path) -> Path:
 def phantom_nifti(seed: int, fov: str, slice_mm: float, pixel_mm: float) -> tuple[nib.Nifti1Image, np.ndarray]:
     """A sagittal phantom series as an int16 NIfTI (RAS affine) and its true labels on the same grid.
 
-    Rendered as :func:`phantom.write_case` renders its DICOM series (thick slices oversampled).
+    Rendered as :func:`phantom.write_case` renders its DICOM series (:func:`phantom.render_case`).
     """
     return phantom_series_nifti(P.make_phantom(seed, fov), slice_mm, pixel_mm)
 
 
 def phantom_series_nifti(ph, slice_mm: float, pixel_mm: float) -> tuple[nib.Nifti1Image, np.ndarray]:
     """:func:`phantom_nifti` of a given phantom (e.g. one field of view of a multi-series study)."""
-    geom = P.series_geometry(ph, "sagittal", slice_mm, pixel_mm)
-    image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(slice_mm))
-    stored = np.clip(np.round(image), 0, 32767).astype(np.int16)
-    return nib.Nifti1Image(stored, P.lps_to_ras(geom.affine)), truth
+    case = P.render_series(ph, "sagittal", slice_mm, pixel_mm)
+    stored = np.clip(np.round(case["image"]), 0, 32767).astype(np.int16)
+    return nib.Nifti1Image(stored, P.lps_to_ras(case["geometry"].affine)), case["labels"]
 
 
 def command(source: Path, output_dir: Path, data_dir: Path, workers: int | None = None,
