@@ -1,6 +1,7 @@
 """What the container tests share: the MAP image's name, the `docker` client, the `image` fixture (skips, or
 fails under SPINESEG_REQUIRE_IMAGE=1, without an engine or the image), the demo study as `make demo` makes it,
-and `run_map`: the MAP run as a hospital runs it (non-root uid, read-only root, app.yaml's resources).
+and `run_map`: the MAP run as a hospital runs it (non-root uid, read-only root, app.yaml's resources; its options
+are tools/map_run.py's, which bench/official_image.py runs the image with too).
 Import the fixtures by name into a test module to use them."""
 from __future__ import annotations
 
@@ -12,24 +13,17 @@ import sys
 import time
 
 import pytest
-import yaml
 
 from conftest import ROOT
+from map_run import APP_YAML, UID, owned_output, run_options  # noqa: F401 (APP_YAML, UID: for the tests)
 
 IMAGE = os.environ.get("SPINESEG_IMAGE", "spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0")
 # the GPU MAP (make image GPU=1): the CPU image with torch's CUDA build (tests/test_gpu_image.py)
 GPU_IMAGE = os.environ.get("SPINESEG_GPU_IMAGE", "spine-seg-x64-workstation-dgpu-linux-amd64:0.1.0")
-APP_YAML = yaml.safe_load((ROOT / "app.yaml").read_text())
-# a uid the image does not know, as OpenShift-style hosts assign; a non-root runner uses its own
-UID = 4242 if os.geteuid() == 0 else os.getuid()
 
 
 def output_folder(tmp_path):
-    out = tmp_path / "output"
-    out.mkdir()
-    if os.geteuid() == 0:
-        os.chown(out, UID, UID)       # the host gives the service's uid its output folder
-    return out
+    return owned_output(tmp_path / "output")
 
 
 def run_map(study, out, *, network="none", env: dict | None = None, cpus=None, memory=None, command=(),
@@ -37,15 +31,11 @@ def run_map(study, out, *, network="none", env: dict | None = None, cpus=None, m
     """`docker run` of the MAP with the resources app.yaml declares (unless given); ``env`` values reach the
     container by name only (never on a command line); ``command``: entry point and arguments instead of the
     image's, as an orchestrator gives them."""
-    resources = APP_YAML["resources"]
-    memory = str(memory or resources["memory"]).replace("Gi", "g")
-    names = [a for name in (env or {}) for a in ("-e", name)]
-    entrypoint = ["--entrypoint", command[0]] if command else []
     t = time.monotonic()
-    proc = docker("run", "--rm", "--network", network, "--user", f"{UID}:{UID}", "--read-only",
-                  "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(cpus or resources["cpu"]), "--memory", memory,
-                  "-v", f"{study}:{input_path}:ro", "-v", f"{out}:{output_path}", *names, *entrypoint, image,
-                  *command[1:], timeout=timeout, env=dict(os.environ, **(env or {})))
+    options = run_options(image, study, out, network=network, env_names=list(env or {}), cpus=cpus, memory=memory,
+                          entrypoint=command[0] if command else None, input_path=input_path,
+                          output_path=output_path)
+    proc = docker("run", "--rm", *options, *command[1:], timeout=timeout, env=dict(os.environ, **(env or {})))
     proc.seconds = time.monotonic() - t
     return proc
 
