@@ -19,7 +19,7 @@ every other stage is the pipeline's own.
 
 Each backend runs in its own process, one after another, so its peak resident memory is its own.
 
-    python bench/backends.py [--part phantom|fullsize|both] [--backends torch openvino openvino-bf16]
+    python -m bench.backends [--part phantom|fullsize|both] [--backends torch openvino openvino-bf16]
                              [--device cpu|cuda] [--json bench/results/backends.json]
 
 ``--device cuda`` loads the networks on the GPU (``--backends torch`` only: the OpenVINO backends run on the
@@ -39,26 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+from bench.agreement import agreement, minimum_agreement
 
+ROOT = Path(__file__).resolve().parent.parent
 FULL_SIZE_FOLDER = "nnUNetTrainerDAExtGPU__nnUNetPlans__3d_fullres"
 CLINICAL = dict(seed=5601, fov="lumbar", slice_thickness=3.5, pixel=0.6, matrix=512)
-
-
-def agreement(ours: np.ndarray, exact: np.ndarray) -> dict:
-    """Share of voxels with the same label (all, and where either map is non-zero), whether the same
-    structures (levels) are present, and the lowest Dice of any structure between the two."""
-    same = ours == exact
-    fg = (ours > 0) | (exact > 0)
-    labels = sorted(set(np.unique(ours)) | set(np.unique(exact)) - {0})
-    dice = {int(v): 2 * float(((ours == v) & (exact == v)).sum()) / float((ours == v).sum() + (exact == v).sum())
-            for v in labels}
-    worst = min(dice, key=dice.get) if dice else None
-    return {"all_voxels": round(float(same.mean()), 6), "foreground": round(float(same[fg].mean()), 6),
-            "differing_voxels": int((~same).sum()),
-            "same_structures": set(np.unique(ours)) == set(np.unique(exact)),
-            "lowest_dice": {"label": worst, "dice": round(dice[worst], 4)} if dice else None}
 
 
 def make_full_size_models(models: Path, work: Path, folder_name: str = FULL_SIZE_FOLDER,
@@ -67,7 +52,7 @@ def make_full_size_models(models: Path, work: Path, folder_name: str = FULL_SIZE
     checkpoint per entry of ``checkpoint_seeds`` (file name -> seed; default checkpoint_final.pth, seed 0)."""
     import torch
 
-    import network_speed as NS
+    from bench import network_speed as NS
     out = work / "fullsize_models"
     for step, n_ch in (("Dataset101_TotalSpineSeg_step1", 1), ("Dataset102_TotalSpineSeg_step2", 2)):
         bundled = next((models / "nnUNet" / "results" / step).glob("*__*__*"))
@@ -106,15 +91,13 @@ class Shadowed:
 
 
 def worker_phantom(backend: str, models: Path, keep: Path, device: str = "cpu") -> dict:
-    import reference_agreement as RA
-    import reference_cli as R
+    from bench import reference_agreement as RA
     from spineseg.inference.two_step import load_models, lps_to_ras, segment_volume
     t0 = time.perf_counter()
     pair = load_models(models, device, backend=backend)
     rows = {"load_s": round(time.perf_counter() - t0, 2), "ir": pair.describe()["step1"].get("openvino_ir"),
             "cases": []}
-    for seed, fov, thick, pixel in RA.CASES:
-        img, _ = R.phantom_nifti(seed, fov, thick, pixel)
+    for seed, fov, img in RA.case_inputs():
         t0 = time.perf_counter()
         result = segment_volume(np.asanyarray(img.dataobj), lps_to_ras(img.affine), pair)
         np.save(keep / f"phantom_{seed}.npy", result.labels)
@@ -171,10 +154,10 @@ def run_worker(a) -> int:
 
 
 def spawn(backend: str, part: str, keep: Path, models: Path, env: dict, device: str = "cpu", **paths) -> dict:
-    cmd = [sys.executable, __file__, "--worker", backend, "--worker-part", part, "--keep", str(keep),
-           "-m", str(models), "--device", device,
+    cmd = [sys.executable, "-m", "bench.backends", "--worker", backend, "--worker-part", part, "--keep", str(keep),
+           "-m", str(Path(models).resolve()), "--device", device,
            *[x for k, v in paths.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)     # python -m: from the root
     if proc.returncode != 0:
         return {"error": (proc.stdout + proc.stderr)[-1500:]}
     return json.loads((keep / "row.json").read_text())
@@ -202,8 +185,8 @@ def main(argv=None) -> int:
     compare = "torch" in a.backends
     import torch
 
-    import phantom as P
     from spineseg.inference.backends import cpu_has_bf16
+    from tools import phantom as P
     record = {"cpu": f"{os.cpu_count()} cores, bf16 units: {cpu_has_bf16()}", "torch_threads": torch.get_num_threads(),
               "device": f"{a.device}: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() and
               a.device.startswith("cuda") else a.device,
@@ -222,8 +205,7 @@ def main(argv=None) -> int:
                     case["agreement_with_torch"] = agreement(np.load(tmp / f"ph_{b}" / f"phantom_{case['seed']}.npy"),
                                                              exact)
                 if row["cases"]:
-                    row["minimum_agreement"] = {k: min(c["agreement_with_torch"][k] for c in row["cases"])
-                                                for k in ("all_voxels", "foreground")}
+                    row["minimum_agreement"] = minimum_agreement([c["agreement_with_torch"] for c in row["cases"]])
                     row["same_structures_in_every_case"] = all(c["agreement_with_torch"]["same_structures"]
                                                                for c in row["cases"])
                 print(f"phantom {b:14s} " + (f"min agreement {row.get('minimum_agreement')}, network "

@@ -7,7 +7,7 @@
 Both use the same weights (the bundled models, or -m). Peak memory is the largest total resident
 memory of the whole process tree (sampled every 50 ms with psutil), so worker processes count.
 
-    python bench/bench_e2e.py [--runs 3] [--study small|clinical|both]
+    python -m bench.bench_e2e [--runs 3] [--study small|clinical|both]
 """
 from __future__ import annotations
 
@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from spineseg.outputs.codes_table import STRUCTURES
+from tools import phantom as P
+from tools import reference_cli as R
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
-
-import phantom as P  # noqa: E402
-import reference_cli as R  # noqa: E402
-from spineseg.outputs.codes_table import STRUCTURES  # noqa: E402
 
 STUDIES = {
     # name: (seed, fov, slice thickness mm, pixel mm, in-plane matrix or None for the spine's extent)

@@ -1,6 +1,6 @@
 """Size, build time and first-run time of the MAP images, as `make image GPU=1` builds them on a clean engine.
 
-    python bench/images.py [--json bench/results/images.json]
+    python -m bench.images [--json bench/results/images.json]
 
 Removes every image of the engine (`docker image prune -af`: the base image is imported again from its cached
 root file system tarball, the wheelhouses in build/wheelhouse are kept, as a second CI run on the same machine
@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "bench")]
+from bench.official_image import run_in_image
+from bench.records import finish_record, start_record
+from tools import build_image
 
-import build_image  # noqa: E402
-from official_image import run_in_image  # noqa: E402
-from records import finish_record, start_record  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGES = {"cpu": build_image.TAG, "gpu": build_image.GPU_TAG}
 

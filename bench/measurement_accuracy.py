@@ -1,7 +1,7 @@
 """Per-level measurements on the demo study: from the model's labels, from the ground-truth label map,
 and the phantom generator's analytic values, side by side; and the time the reading aids add.
 
-    python bench/measurement_accuracy.py [--json bench/results/measurements_demo.json]
+    python -m bench.measurement_accuracy [--json bench/results/measurements_demo.json]
 
 The demo study is `make demo`'s: lumbar phantom seed 7, sagittal, 3.5 mm slices, 0.6 mm pixels.
 """
@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]  # dev modules in tools/ and tests/, not installed
+from spineseg.inference.two_step import load_models, segment_volume
+from spineseg.input.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.measurements import measure_levels
+from spineseg.outputs.review_image import render_review
+from spineseg.outputs.sc_writer import build_review_sc
+from spineseg.outputs.seg_writer import build_seg
+from spineseg.outputs.sr_writer import build_measurement_sr
+from tests.helpers import fake_model_description
+from tools import phantom as P
 
-import phantom as P  # noqa: E402
-from helpers import fake_model_description  # noqa: E402
-from spineseg.input.dicom_input import load_volume, scan_dicom  # noqa: E402
-from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
-from spineseg.outputs.measurements import measure_levels  # noqa: E402
-from spineseg.outputs.review_image import render_review  # noqa: E402
-from spineseg.outputs.sc_writer import build_review_sc  # noqa: E402
-from spineseg.outputs.seg_writer import build_seg  # noqa: E402
-from spineseg.outputs.sr_writer import build_measurement_sr  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FIELDS = [("disc_height_mm", "height_centre_mm"), ("body_height_mm", "height_centre_mm"),
           ("canal_area_mm2", "canal_area_mm2"), ("canal_ap_diameter_mm", "canal_ap_diameter_mm"),
@@ -40,11 +38,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    ph = P.make_phantom(7, "lumbar")
-    geom = P.series_geometry(ph, "sagittal", 3.5, 0.6)
-    image, truth_labels = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(3.5))
+    case = P.render_case(7, "lumbar", slice_thickness=3.5, pixel=0.6)     # `make demo`'s study
+    ph, geom, truth_labels = case["phantom"], case["geometry"], case["labels"]
     models = load_models(ROOT / "models", "cpu")
-    labels = segment_volume(image, geom.affine, models).labels
+    labels = segment_volume(case["image"], geom.affine, models).labels
     t0 = time.perf_counter()
     model = {m.label: m for m in measure_levels(labels, geom.affine)}
     t_measure = time.perf_counter() - t0
@@ -64,8 +61,8 @@ def main(argv=None) -> int:
               f"{r['from_model_labels'] if r['from_model_labels'] is not None else '-':>8}")
     # time of the other reading aids on this series (SR and review picture), as the app makes them from DICOM
     with tempfile.TemporaryDirectory() as tmp:
-        P.write_dicom_series(image, geom, Path(tmp), 7)
-        vol = load_volume(scan_dicom(Path(tmp)).series[0])
+        P.write_series(case, Path(tmp))
+        vol = load_volume(scan_dicom(Path(tmp) / "dicom").series[0])
         labels = segment_volume(vol.array, vol.affine, models).labels
         seg, _ = build_seg(vol.datasets, labels, fake_model_description(), None)
         t0 = time.perf_counter()

@@ -5,7 +5,7 @@ Builds a study holding the chosen sagittal T2 phantom series plus ~1 GB of other
 series alone, and prints the peak resident memory of each run (the app decodes pixels only for the
 series it processes, so the two should differ by little more than the headers).
 
-    python bench/memory_unselected.py [--gigabytes 1.0]
+    python -m bench.memory_unselected [--gigabytes 1.0]
 """
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
+from tools import phantom as P
 
-import phantom as P  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "

@@ -8,7 +8,7 @@ network call (``LoadedModel.predict``: nnU-Net preprocessing, sliding window, re
 a volume the size of a clinical sagittal lumbar T2 resampled to 1 mm. Random weights cost exactly
 what trained ones do.
 
-    python bench/network_speed.py [--device auto|cpu|cuda] [--runs 3] [--shape 72 300 300] [--json out.json]
+    python -m bench.network_speed [--device auto|cpu|cuda] [--runs 3] [--shape 72 300 300] [--json out.json]
 """
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # Shapes (z, y, x) = (S-I, A-P, L-R) after cropping, at 1 mm, of the kinds of series TotalSpineSeg is
 # trained on: lumbar, cervical and thoracic sagittal stacks and whole-spine composites.

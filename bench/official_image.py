@@ -2,7 +2,7 @@
 runs it: build time, size, and per backend the wall time and peak memory of the clinical lumbar phantom inside
 app.yaml's CPU and memory limits (issue 27, item 3).
 
-    python bench/official_image.py [--backends openvino openvino-bf16 torch] [--json bench/results/official_image.json]
+    python -m bench.official_image [--backends openvino openvino-bf16 torch] [--json bench/results/official_image.json]
 
 The zips have the shape of TotalSpineSeg's current release (r20251124): ``Dataset10X_.../nnUNetTrainerDAExt__
 nnUNetPlans__3d_fullres/fold_0`` with ``checkpoint_best.pth`` and ``checkpoint_final.pth``, ResEnc-L networks
@@ -17,19 +17,17 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+from bench.backends import CLINICAL, make_full_size_models     # the full-size study and networks
+from bench.records import finish_record, start_record
+from tools import map_run, release_zips, weights_image
+from tools import phantom as P
 
-import release_zips  # noqa: E402
-import weights_image  # noqa: E402
-from backends import CLINICAL  # noqa: E402   the full-size study of bench/backends.py
-from records import finish_record, start_record  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RELEASE = "r20251124"
 TRAINER_FOLDER = "nnUNetTrainerDAExt__nnUNetPlans__3d_fullres"
@@ -37,9 +35,7 @@ TRAINER_FOLDER = "nnUNetTrainerDAExt__nnUNetPlans__3d_fullres"
 
 def full_size_release(models: Path, work: Path) -> Path:
     """Release zips of both steps (ResEnc-L, random weights: best seed 0, final seed 1) and their SHA256SUMS."""
-    from backends import make_full_size_models
-    full = make_full_size_models(models, work, TRAINER_FOLDER,
-                                          {"checkpoint_best.pth": 0, "checkpoint_final.pth": 1})
+    full = make_full_size_models(models, work, TRAINER_FOLDER, {"checkpoint_best.pth": 0, "checkpoint_final.pth": 1})
     out = work / "zips"
     for folder in sorted((full / "nnUNet" / "results").glob(f"*/{TRAINER_FOLDER}")):
         release_zips.write_release_zip(folder, out, RELEASE)
@@ -84,19 +80,14 @@ def peaks_while(container: str) -> tuple[int, dict]:
 
 
 def run_in_image(tag: str, study: Path, out: Path, backend: str) -> dict:
-    """The study through the image as tests/container_helpers.run_map runs it (app.yaml's cpu and memory)."""
-    import yaml
-    resources = yaml.safe_load((ROOT / "app.yaml").read_text())["resources"]
-    out.mkdir(parents=True)
-    if os.geteuid() == 0:
-        os.chown(out, 4242, 4242)       # the service's uid owns its output folder, as in tests/container_helpers
+    """The study through the image as tests/container_helpers.run_map runs it (tools/map_run.py: app.yaml's cpu and
+    memory, non-root, read-only), detached, so that its memory cgroup can be read while it runs."""
+    map_run.owned_output(out)
     name = f"spineseg-bench-{backend}-{os.getpid()}"
     t0 = time.monotonic()
-    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--user", "4242:4242", "--read-only",
-                    "--tmpfs", "/tmp:rw,size=512m", "--cpus", str(resources["cpu"]),
-                    "--memory", str(resources["memory"]).replace("Gi", "g"), "-e", f"SPINESEG_BACKEND={backend}",
-                    "-v", f"{study}:/var/holoscan/input:ro", "-v", f"{out}:/var/holoscan/output", tag],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(["docker", "run", "-d", "--name", name,
+                    *map_run.run_options(tag, study, out, env_names=["SPINESEG_BACKEND"])],
+                   check=True, capture_output=True, text=True, env=dict(os.environ, SPINESEG_BACKEND=backend))
     try:
         status, peaks = peaks_while(name)
         wall = round(time.monotonic() - t0, 1)
@@ -124,7 +115,6 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=["openvino", "openvino-bf16", "torch"])
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    import phantom as P
     record = start_record("official_image")
     record.update(release_shape=f"{RELEASE}, {TRAINER_FOLDER}", study=CLINICAL,
                   network="ResEnc-L (nnUNetPlannerResEncL saved as nnUNetPlans), random weights")

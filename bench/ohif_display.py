@@ -1,26 +1,23 @@
 """Which SEG encodings OHIF v3 displays exactly: every encoding x OHIF version x study matrix, measured in
 headless Chromium (the same harness as tests/test_ohif_display.py), recorded in bench/results/ohif_display.json.
 
-    python bench/ohif_display.py [--studies demo aligned axial oblique] [--out DIR]   (needs `make ohif`)
+    python -m bench.ohif_display [--studies demo aligned axial oblique] [--out DIR]   (needs `make ohif`)
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]  # dev modules in tools/ and tests/, not installed
+from spineseg.outputs.seg_writer import ENCODINGS, SegSettings
+from tests.browser.ohif_harness import OHIF_VERSIONS, Case, colour_errors, dist, missing_tools, run_browser, verdict
+from tests.browser.ohif_server import OhifServer
+from tests.browser.studies import STUDIES, make_study, upload, write_study_seg
+from tests.conftest import OrthancServer
 
-from browser.ohif_harness import (OHIF_VERSIONS, Case, colour_errors, dist, missing_tools, run_browser,  # noqa: E402
-                                  verdict)
-from browser.ohif_server import OhifServer  # noqa: E402
-from browser.studies import STUDIES, make_study, upload, write_study_seg  # noqa: E402
-from conftest import OrthancServer  # noqa: E402
-from spineseg.outputs.seg_writer import ENCODINGS, SegSettings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:

@@ -4,25 +4,23 @@ Seeds 5000.. were never used in training (tools/train_phantom_models.py uses 100
 For each case: mean Dice of cord, canal, vertebrae (all levels together) and discs, and the share
 of vertebrae and discs present in the truth whose voxels carry the correct level label.
 
-    python bench/phantom_accuracy.py [--cases 20] [--slice-thickness 1.0] [--json out.json]
+    python -m bench.phantom_accuracy [--cases 20] [--slice-thickness 1.0] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]  # dev modules in tools/ and tests/, not installed
+from spineseg.errors import SpineSegError
+from spineseg.inference.two_step import load_models, segment_volume
+from tests.helpers import GROUPS, group_dice
+from tools import phantom as P
 
-import phantom as P  # noqa: E402
-from helpers import GROUPS, group_dice  # noqa: E402
-from spineseg.errors import SpineSegError  # noqa: E402
-from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FOVS = ["lumbar", "cervical", "lumbar", "cervical", "whole", "thoracolumbar", "cervicothoracic"]
 
@@ -48,12 +46,11 @@ def main(argv=None) -> int:
     rows = []
     for i in range(a.cases):
         seed = a.first_seed + i
-        ph = P.make_phantom(seed, FOVS[i % len(FOVS)])
-        geom = P.series_geometry(ph, "sagittal", a.slice_thickness, a.pixel)
-        image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(a.slice_thickness))
+        case = P.render_case(seed, FOVS[i % len(FOVS)], slice_thickness=a.slice_thickness, pixel=a.pixel)
+        ph, geom, truth = case["phantom"], case["geometry"], case["labels"]
         t0 = time.perf_counter()
         try:
-            pred = segment_volume(image, geom.affine, models).labels
+            pred = segment_volume(case["image"], geom.affine, models).labels
             error = None
         except SpineSegError as exc:
             pred, error = np.zeros_like(truth), exc.code

@@ -3,7 +3,7 @@
 On the full-size network of bench/backends.py (ResEnc-L, 141 M parameters, one 256x256x80 patch, seeded random
 weights and input), each option's time per patch and its logits against OpenVINO fp32: mean relative error
 and argmax agreement. On the six reference-agreement phantoms with the bundled models, the final labels of the
-mixed options against the torch path (as bench/backends.py measures the plain backends).
+mixed options against the torch path (bench/agreement.py, as bench/backends.py measures the plain backends).
 
 Options:
 ``f32`` / ``bf16`` / ``f16``
@@ -17,22 +17,22 @@ Options:
 The mixed options split the IR at the last decoder stage's concatenation into separately compiled parts
 (OpenVINO 2026.4's CPU plugin ignores per-node precision marks set from Python on convolutions).
 
-    python bench/precision_options.py [--part patch|phantom|both] [--json bench/results/precision_options.json]
+    python -m bench.precision_options [--part patch|phantom|both] [--json bench/results/precision_options.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.agreement import agreement
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
 
 # option: parts in order, each (inputs, outputs, precision); None = the model's own input / logits
 OPTIONS = {
@@ -107,7 +107,7 @@ class Split:
 
 def patch_part(work: Path) -> dict:
     """Time per patch and logits against fp32, full-size network."""
-    import backends as B
+    from bench import backends as B
     from spineseg.inference.backends import _export
     from spineseg.inference.two_step import STEP1_DATASET, LoadedModel, find_model_folder
     models = B.make_full_size_models(ROOT / "models", work)
@@ -140,15 +140,12 @@ def phantom_part(work: Path) -> dict:
     import openvino as ov
     import torch
 
-    import backends as B
-    import reference_agreement as RA
-    import reference_cli as R
+    from bench import reference_agreement as RA
     from spineseg.inference import backends, two_step
 
     def segment(pair):
         out = {}
-        for seed, fov, thick, pixel in RA.CASES:
-            img, _ = R.phantom_nifti(seed, fov, thick, pixel)
+        for seed, _, img in RA.case_inputs():
             out[seed] = two_step.segment_volume(np.asanyarray(img.dataobj), two_step.lps_to_ras(img.affine),
                                                 pair).labels
         return out
@@ -179,9 +176,9 @@ def phantom_part(work: Path) -> dict:
         finally:
             backends.OpenVINONetwork = plain
             two_step._CACHE.clear()
-        cases = [{"seed": s, **B.agreement(labels[s], exact[s])} for s in exact]
-        rows[option] = {"minimum_foreground": min(c["foreground"] for c in cases),
-                        "foreground_per_case": [c["foreground"] for c in cases]}
+        cases = [{"seed": s, **agreement(labels[s], exact[s])} for s in exact]
+        rows[option] = {"minimum_foreground": min(c["agreement_foreground"] for c in cases),
+                        "foreground_per_case": [c["agreement_foreground"] for c in cases]}
         print(f"phantom {option:7s} {rows[option]}", flush=True)
     return rows
 

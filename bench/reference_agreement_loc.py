@@ -4,33 +4,28 @@ The study of `phantom.write_study` (default LOCALIZER_STUDY, seed 5203: a thorac
 sagittal localizer, 5 mm / 2 mm, in one Frame of Reference), both saved as int16 NIfTI. The reference:
 the unmodified command on the localizer, then on the T2 with `--loc` pointing at the localizer's final
 labels. Ours: `segment_volume` on the localizer, then on the T2 with `localizer=` those labels, in
-process. Reported: agreement on the localizer and on the T2, and the time the partner segmentation adds.
+process. Reported: agreement on the localizer and on the T2 (bench/agreement.py's figures), and the time the
+partner segmentation adds.
 
-    python bench/reference_agreement_loc.py [--json bench/results/reference_agreement_loc.json]
+    python -m bench.reference_agreement_loc [--json bench/results/reference_agreement_loc.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nibabel as nib
 
+from bench.agreement import agreement
+from spineseg.inference.two_step import load_models, localizer_image, segment_volume
+from tools import phantom as P
+from tools import reference_cli as R
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
-
-import phantom as P  # noqa: E402
-import reference_cli as R  # noqa: E402
-from spineseg.inference.two_step import load_models, localizer_image, segment_volume  # noqa: E402
-
-
-def agreement(ours, ref) -> dict:
-    differ = ours != ref
-    return {"agreement": round(1.0 - float(differ.mean()), 6), "differing_voxels": int(differ.sum())}
 
 
 def main(argv=None) -> int:

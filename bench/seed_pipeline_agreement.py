@@ -8,11 +8,12 @@
 
 Same weights (the bundled models, or -m). dcm2niix stores the series in its own voxel order (columns, rows
 reversed, slices), so both label maps are compared voxel for voxel through the integer index map that the
-two affines give (checked to be a pure permutation and reversal of axes). For each study: agreement over
-all voxels and over foreground (the union of both label maps' nonzero voxels), the labels that disagree,
-timings, and the geometry evidence (dcm2niix's affine and ours, the 1 mm grids the networks see).
+two affines give (checked to be a pure permutation and reversal of axes). For each study: bench/agreement.py's
+figures (agreement over all voxels and over foreground, the union of both label maps' nonzero voxels, the labels
+that disagree, each label's Dice), timings, and the geometry evidence (dcm2niix's affine and ours, the 1 mm grids
+the networks see).
 
-    python bench/seed_pipeline_agreement.py [--studies demo clinical] [--app [BACKEND ...]] [--json out.json]
+    python -m bench.seed_pipeline_agreement [--studies demo clinical] [--app [BACKEND ...]] [--json out.json]
 """
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools")]  # dev modules in tools/, not installed (spineseg is)
+from bench.agreement import agreement
+from spineseg.inference import two_step
+from spineseg.input.dicom_input import load_volume, scan_dicom
+from tools import phantom as P
+from tools import reference_cli as R
 
-import phantom as P  # noqa: E402
-import reference_cli as R  # noqa: E402
-from spineseg.inference import two_step  # noqa: E402
-from spineseg.input.dicom_input import load_volume, scan_dicom  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DCM2NIIX = Path(sys.executable).parent / "dcm2niix"
 STUDIES = {
@@ -104,18 +105,6 @@ def one_mm_input(array: np.ndarray, affine_lps: np.ndarray, dicom_stack: bool = 
     finally:
         nib.as_closest_canonical = canonical
     return seen["raw"], seen["iso"]
-
-
-def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
-    differ = ours != ref
-    fg = (ours > 0) | (ref > 0)
-    pairs: dict[str, int] = {}
-    for o, r in zip(ours[differ].tolist(), ref[differ].tolist()):
-        pairs[f"{r}->{o}"] = pairs.get(f"{r}->{o}", 0) + 1
-    return {"agreement_all": round(1.0 - float(differ.mean()), 6),
-            "agreement_foreground": round(1.0 - float(differ[fg].mean()), 6) if fg.any() else None,
-            "foreground_voxels": int(fg.sum()), "differing_voxels": int(differ.sum()),
-            "reference_to_ours": dict(sorted(pairs.items(), key=lambda kv: -kv[1]))}
 
 
 def geometry(volume, nii: Path) -> dict:
@@ -196,7 +185,7 @@ def main(argv=None) -> int:
             ours = two_step.segment_volume(volume.array, volume.affine, models, dicom_stack=True).labels
             ours_s = time.perf_counter() - t0
             m = index_map(two_step.lps_to_ras(volume.affine), nib.load(nii).affine)
-            row.update(compare(to_their_layout(ours, m, ref.shape), ref))
+            row.update(agreement(to_their_layout(ours, m, ref.shape), ref))
             row["geometry"] = geometry(volume, nii)
             row["timings_s"] = {"dcm2niix": round(dcm2niix_s, 2), "totalspineseg_command": round(ref_s, 1),
                                 "ours_read_and_segment": round(ours_s, 1)}
@@ -208,7 +197,7 @@ def main(argv=None) -> int:
             for backend in ([] if a.app is None else a.app or ["default"]):
                 app = run_app(dicom, tmp / name / f"app_{backend}", a.models, nii, backend)
                 if "_labels" in app:
-                    app.update(compare(app.pop("_labels"), ref))
+                    app.update(agreement(app.pop("_labels"), ref))
                     print(f"{name}: app (SPINESEG_BACKEND {backend}: {app['backend']}) "
                           f"{100 * app['agreement_foreground']:.4f} % of foreground voxels "
                           f"({app['differing_voxels']} differ), {app['wall_s']} s", flush=True)
@@ -220,7 +209,7 @@ def main(argv=None) -> int:
               f"over {len(done)} studies")
     record = {"what": "final labels of the DICOM path (load_volume -> segment_volume, torch backend) against "
                       "dcm2niix -> totalspineseg (--no-stalling, CPU), same DICOM study and weights",
-              "command": " ".join(["python bench/seed_pipeline_agreement.py",
+              "command": " ".join(["python -m bench.seed_pipeline_agreement",
                                    *([] if a.app is None else ["--app", *a.app])]),
               "dcm2niix": subprocess.run([str(DCM2NIIX), "-v"], capture_output=True, text=True).stdout.split("\n")[0],
               "studies": rows}

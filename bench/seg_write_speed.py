@@ -4,25 +4,21 @@ A whole-spine phantom is rendered on a sagittal grid of 512x512 pixels x 20 slic
 vertebra, disc, the cord, canal and sacrum (50 structures) are present; every encoding is timed (AUTO is
 BINARY here: 512x512 frames are byte-aligned).
 
-    python bench/seg_write_speed.py [--repeats 3]
+    python -m bench.seg_write_speed [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]  # dev modules in tools/ and tests/, not installed
-
-import phantom as P  # noqa: E402
-from helpers import fake_model_description  # noqa: E402
-from spineseg.input.dicom_input import load_volume, scan_dicom  # noqa: E402
-from spineseg.outputs.seg_writer import ENCODINGS, SegSettings, build_seg, write_seg  # noqa: E402
+from spineseg.input.dicom_input import load_volume, scan_dicom
+from spineseg.outputs.seg_writer import ENCODINGS, SegSettings, build_seg, write_seg
+from tests.helpers import fake_model_description
+from tools import phantom as P
 
 
 def main(argv=None) -> int:
@@ -35,10 +31,9 @@ def main(argv=None) -> int:
         length = ph.fov_z[0] - ph.fov_z[1]
         geom = P.series_geometry(ph, "sagittal", 3.5, length / 512, lr_width=70, ap_width=length)
         geom = P.SeriesGeometry(geom.affine, (20, 512, 512), geom.row_dir, geom.col_dir, geom.spacing)
-        image, labels = P.render(ph, geom.affine, geom.shape)
-        P.write_dicom_series(image, geom, tmp / "dicom", 5300)
+        P.write_series(P.render_series(ph, geometry=geom), tmp)
         vol = load_volume(scan_dicom(tmp / "dicom").series[0])
-        _, labels = P.render(ph, vol.affine, vol.array.shape)
+        _, labels = P.render(ph, vol.affine, vol.array.shape)      # the truth in the loaded series' slice order
         n_segments = len(np.unique(labels)) - 1
         print(f"series {vol.array.shape[0]}x{vol.array.shape[1]}x{vol.array.shape[2]}, {n_segments} segments")
         for seg_type in ENCODINGS:

@@ -6,24 +6,22 @@ the share of vertebrae and discs named as the generator's truth names them, the 
 and confidence (spineseg.inference.numbering), and its warnings. The property that matters clinically is in the
 last column: a numbering below 95 % correct must never come without a warning.
 
-    python bench/variant_accuracy.py [--json bench/results/variant_accuracy.json]
+    python -m bench.variant_accuracy [--json bench/results/variant_accuracy.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]  # dev modules in tools/ and tests/, not installed
+from bench.phantom_accuracy import level_accuracy
+from spineseg.errors import SpineSegError
+from spineseg.inference.two_step import load_models, segment_volume
+from tools import phantom as P
 
-import phantom as P  # noqa: E402
-from phantom_accuracy import level_accuracy  # noqa: E402
-from spineseg.errors import SpineSegError  # noqa: E402
-from spineseg.inference.two_step import load_models, segment_volume  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SEEDS = {"whole": 5203, "lumbar": 5205}
 
@@ -41,12 +39,11 @@ def main(argv=None) -> int:
     rows = []
     for variant in a.variants:
         for fov in a.fovs:
-            ph = P.make_phantom(SEEDS[fov], fov, variant)
-            geom = P.series_geometry(ph, "sagittal", a.slice_thickness, a.pixel)
-            image, truth = P.render(ph, geom.affine, geom.shape, oversample=P.slice_oversample(a.slice_thickness))
+            case = P.render_case(SEEDS[fov], fov, variant, slice_thickness=a.slice_thickness, pixel=a.pixel)
+            truth = case["labels"]
             t0 = time.perf_counter()
             try:
-                result = segment_volume(image, geom.affine, models)
+                result = segment_volume(case["image"], case["geometry"].affine, models)
             except SpineSegError as exc:
                 rows.append({"variant": variant, "fov": fov, "error": exc.code})
                 print(f"{variant:14s} {fov:7s} failed: {exc.code}")

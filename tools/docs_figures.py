@@ -37,6 +37,9 @@ NOT_QUOTED = {
                               "backends.json's torch row replaces it",
     "measurements_demo.json": "measurement-by-measurement values, read by tests/test_reading_aids.py, not a figure",
 }
+# bench/agreement.py's keys, and the names records made before it gave the same figures (bench/backends.py:
+# all_voxels, foreground; bench/reference_agreement*.py: agreement)
+EARLIER_KEYS = {"agreement_all": ("all_voxels", "agreement"), "agreement_foreground": ("foreground",)}
 
 
 def record(name: str):
@@ -51,6 +54,11 @@ def recorded(rec) -> tuple[str, str, str]:
     if machine is None and isinstance(rec, dict):
         machine = next((f"{rec[k]} (its `{k}` field)" for k in ("cpu", "device") if k in rec), None)
     return r.get("date", "not recorded"), r.get("commit", "not recorded"), machine or "not recorded"
+
+
+def figure(row: dict, key: str):
+    """``row[key]`` for one of bench/agreement.py's keys, under the name the record gave it."""
+    return next(row[k] for k in (key, *EARLIER_KEYS.get(key, ())) if k in row)
 
 
 def provenance(name: str, rec) -> str:
@@ -116,8 +124,8 @@ def block_backends_phantom() -> list[str]:
         agree = [c["agreement_with_torch"] for c in r["cases"]]
         diff = [a["differing_voxels"] for a in agree]
         low = min(agree, key=lambda a: a["lowest_dice"]["dice"])["lowest_dice"]
-        rows.append([f"`{b}`", len(r["cases"]), pct(r["minimum_agreement"]["all_voxels"]),
-                     pct(r["minimum_agreement"]["foreground"]), f"{min(diff)}-{max(diff)}",
+        rows.append([f"`{b}`", len(r["cases"]), pct(figure(r["minimum_agreement"], "agreement_all")),
+                     pct(figure(r["minimum_agreement"], "agreement_foreground")), f"{min(diff)}-{max(diff)}",
                      "yes" if r["same_structures_in_every_case"] else "no",
                      f"{low['dice']:.4f}" + (f" (label {low['label']})" if low["label"] else ""),
                      f"{sum(c['seconds'] for c in r['cases']):.0f} s", f"{r['peak_rss_gb']:.2f} GB"])
@@ -171,8 +179,8 @@ def block_precision_options() -> list[str]:
 
 def block_reference_agreement() -> list[str]:
     rec = record("reference_agreement.json")
-    rows = [[c["seed"], c["fov"], "x".join(map(str, c["shape"])), pct(c["agreement"]), c["differing_voxels"],
-             f"{c['reference_s']:.0f} s", f"{c['ours_s']:.1f} s"] for c in rec]
+    rows = [[c["seed"], c["fov"], "x".join(map(str, c["shape"])), pct(figure(c, "agreement_all")),
+             c["differing_voxels"], f"{c['reference_s']:.0f} s", f"{c['ours_s']:.1f} s"] for c in rec]
     return [provenance("reference_agreement.json", rec), "",
             *table(["phantom seed", "field of view", "shape", "same label", "voxels differing",
                     "`totalspineseg` command", "in-process pipeline"], rows)]
@@ -183,7 +191,8 @@ def block_reference_agreement_loc() -> list[str]:
     return [provenance("reference_agreement_loc.json", rec), "",
             *table(["phantom seed", "localizer labels alike", "T2 labels alike (with the localizer)",
                     "`totalspineseg --loc` command", "partner segmentation", "T2 with the localizer's labels"],
-                   [[rec["seed"], pct(rec["localizer"]["agreement"]), pct(rec["t2_with_loc"]["agreement"]),
+                   [[rec["seed"], pct(figure(rec["localizer"], "agreement_all")),
+                     pct(figure(rec["t2_with_loc"], "agreement_all")),
                      f"{rec['reference_s']:.0f} s", f"{rec['partner_segmentation_s']:.1f} s",
                      f"{rec['t2_with_localizer_s']:.1f} s"]])]
 
@@ -255,7 +264,7 @@ def block_variant_accuracy() -> list[str]:
 def block_official_image() -> list[str]:
     name = "official_image.json"
     if not (RESULTS / name).is_file():
-        return [f"_No record yet: `bench/official_image.py --json bench/results/{name}` makes it._"]
+        return [f"_No record yet: `python -m bench.official_image --json bench/results/{name}` makes it._"]
     rec = record(name)
     rows = []
     for backend, r in rec["backends"].items():

@@ -21,11 +21,10 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from spineseg.errors import ModelError  # noqa: E402
-from spineseg.inference.checksums import sha256_of  # noqa: E402
-from spineseg.inference.two_step import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder  # noqa: E402
+from spineseg.errors import ModelError
+from spineseg.inference.checksums import sha256_of
+from spineseg.inference.two_step import STEP1_DATASET, STEP2_DATASET, LoadedModel, find_model_folder
 
 DATASETS = (STEP1_DATASET, STEP2_DATASET)
 

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from spineseg.inference.checksums import sha256_of  # noqa: E402
+from spineseg.inference.checksums import sha256_of
 
 DATASET = re.compile(r"Dataset\d{3}_\w+")
 

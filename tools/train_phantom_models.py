@@ -16,8 +16,8 @@ loop of our own (nnU-Net's trainer needs worker processes and, through its train
 torchvision, which the CPU build of torch here cannot import). Only the project's phantom
 generator provides data; nothing is downloaded.
 
-    python tools/train_phantom_models.py --out models [--iterations 1500] [--cases 48]
-    python tools/train_phantom_models.py --device cuda --batch 16 --minutes 3.5 --cases 240 --workers 14
+    python -m tools.train_phantom_models --out models [--iterations 1500] [--cases 48]      # from the repository root
+    python -m tools.train_phantom_models --device cuda --batch 16 --minutes 3.5 --cases 240 --workers 14
 
 The same script trains on the CPU (the defaults) or on a CUDA GPU (``--device cuda``); with
 ``--minutes`` the learning-rate schedule follows the time budget instead of an iteration count.
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import phantom as P     # tools/phantom.py: this script's folder is first on sys.path (tests: conftest puts it there)
+from tools import phantom as P
 
 TRAIN_SEEDS = range(1000, 2000)     # held-out evaluation uses seeds >= 5000 (bench/phantom_accuracy.py)
 # The phantom networks work at 1.5 mm (nnU-Net resamples the 1 mm TotalSpineSeg input to the plans'
