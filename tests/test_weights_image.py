@@ -55,7 +55,8 @@ def weights_dir(models_dir, tmp_path_factory):
 
 
 def build_weights_image(weights, tag):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "weights_image.py"), str(weights), "--tag", tag],
+    """`make image WEIGHTS=`'s command (python -m tools.weights_image, from the repository root)."""
+    return subprocess.run([sys.executable, "-m", "tools.weights_image", str(weights), "--tag", tag], cwd=ROOT,
                           capture_output=True, text=True, timeout=1800)
 
 
@@ -143,3 +144,26 @@ def test_zips_without_a_matching_sha256_list_are_refused(weights_dir, tmp_path, 
 def test_verify_accepts_what_sha256sum_writes(weights_dir):
     checked = weights_image.verify(weights_dir)
     assert [(p.name, h) for p, h in checked] == sorted((z.name, sha256_of(z)) for z in weights_dir.glob("*.zip"))
+
+
+def test_a_staged_release_is_reused_only_while_it_holds_what_the_zips_hold(weights_dir, tmp_path, monkeypatch):
+    """A second build from the same zips reuses build/image/weights/<key>/models (no second install) unless a file
+    there was changed, removed or added since: then it installs again."""
+    monkeypatch.setattr(weights_image, "STORE", tmp_path / "store")
+    verified = weights_image.verify(weights_dir)
+    files = weights_image.zip_files(verified)
+    models = weights_image.install_once(verified)
+    assert weights_image.holds(models, files)
+    installed = models.stat().st_ino
+    assert weights_image.install_once(verified) == models and models.stat().st_ino == installed      # reused
+    checkpoint = next(models.rglob("checkpoint_best.pth"))
+    good = checkpoint.read_bytes()
+    checkpoint.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))          # same size, another CRC-32
+    assert not weights_image.holds(models, files)
+    assert weights_image.install_once(verified) == models and models.stat().st_ino != installed    # installed again
+    assert checkpoint.read_bytes() == good and weights_image.holds(models, files)
+    (models / "nnUNet" / "stray.txt").write_text("not from a zip")
+    assert not weights_image.holds(models, files)
+    (models / "nnUNet" / "stray.txt").unlink()
+    next(models.rglob("plans.json")).unlink()
+    assert not weights_image.holds(models, files)

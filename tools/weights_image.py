@@ -1,6 +1,6 @@
 """Bake a TotalSpineSeg release's weights into the CPU (or GPU) MAP image, offline: ``make image WEIGHTS=DIR``.
 
-    .venv/bin/python tools/weights_image.py DIR [--from IMAGE] [--tag TAG]
+    .venv/bin/python -m tools.weights_image DIR [--from IMAGE] [--tag TAG]      # from the repository root
 
 DIR holds the two release zips as TotalSpineSeg publishes them (``Dataset101_TotalSpineSeg_step1_<release>.zip``
 and ``Dataset102_TotalSpineSeg_step2_<release>.zip``) and ``SHA256SUMS``: the SHA-256 your site vetted for
@@ -10,7 +10,9 @@ each, one line per zip as ``sha256sum *.zip > SHA256SUMS`` writes them. Then:
    written or built before this passes.
 2. The zips are installed with tools/install_weights.py's own code (CRC of every member, the release layout,
    both models loaded as the app loads them) into a staging folder that becomes
-   ``build/image/weights/<key>/models`` only once complete (``<key>``: the zips' hashes).
+   ``build/image/weights/<key>/models`` only once complete (``<key>``: the zips' hashes). A later build from the
+   same zips reuses that folder only if it holds exactly the zips' files, each of their size and CRC-32, under
+   one release folder; otherwise it installs again.
 3. ``docker build --network none`` of ``deploy/map/Dockerfile.weights`` FROM the CPU MAP image (``make image``):
    the bundled phantom models removed, the release in ``/opt/holoscan/models``, its OpenVINO IR precompiled;
    labels name the release and the zips' hashes. The tag is the CPU MAP's with ``-<release>`` appended.
@@ -30,17 +32,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
+from spineseg.errors import ModelError
+from spineseg.inference.checksums import sha256_of
+from tools import install_weights
+from tools.build_image import TAG as CPU_IMAGE
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-import install_weights  # noqa: E402
-from spineseg.errors import ModelError  # noqa: E402
-from spineseg.inference.checksums import sha256_of  # noqa: E402
-
 SUMS = "SHA256SUMS"
-CPU_IMAGE = "spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0"   # tools/build_image.py's TAG
 DOCKERFILE = ROOT / "deploy" / "map" / "Dockerfile.weights"
 STORE = ROOT / "build" / "image" / "weights"
 _SUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]([^/\\]+)$")     # sha256sum's text and binary modes
@@ -81,12 +83,43 @@ def verify(folder: Path) -> list[tuple[Path, str]]:
     return verified
 
 
+def zip_files(verified: list[tuple[Path, str]]) -> dict[str, tuple[int, int]]:
+    """{member path: (size, CRC-32)} of every file the zips hold, as their central directories give them."""
+    files = {}
+    for path, _ in verified:
+        with zipfile.ZipFile(path) as zf:
+            files.update({i.filename: (i.file_size, i.CRC) for i in zf.infolist() if not i.is_dir()})
+    return files
+
+
+def crc32_of(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def holds(models: Path, files: dict[str, tuple[int, int]]) -> bool:
+    """Whether ``models`` is the zips' install: one release folder that holds exactly ``files`` (:func:`zip_files`),
+    each of its size and CRC-32, and no other file anywhere under ``models``."""
+    try:
+        release = models / "nnUNet" / "results" / release_of(models)
+        found = {p.relative_to(models): p for p in models.rglob("*") if p.is_file()}
+    except (ModelError, OSError):
+        return False
+    expected = {release.relative_to(models) / name: size_crc for name, size_crc in files.items()}
+    return set(found) == set(expected) and all(
+        p.stat().st_size == expected[rel][0] and crc32_of(p) == expected[rel][1] for rel, p in found.items())
+
+
 def install_once(verified: list[tuple[Path, str]]) -> Path:
-    """``build/image/weights/<key>/models`` holding the release, installed by install_weights.install (reused when
-    an earlier build installed the same zips)."""
+    """``build/image/weights/<key>/models`` holding the release, installed by install_weights.install; an earlier
+    build's folder for the same zips is reused only when it still holds exactly what they hold (:func:`holds`),
+    else it is installed again."""
     key = hashlib.sha256("".join(sorted(h for _, h in verified)).encode()).hexdigest()[:16]
     done = STORE / key / "models"
-    if done.is_dir():
+    if done.is_dir() and holds(done, zip_files(verified)):
         return done
     STORE.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=STORE))
