@@ -1,6 +1,8 @@
 """The package's shape: no import cycle inside spineseg/, inference/ never reaches into outputs/, and one
-label table (spineseg.labels) that the rest takes its values from."""
+label table (spineseg.labels) that the rest takes its values from. The dev code beside it (tools/, bench/) edits
+no sys.path and imports the dev modules by package."""
 import ast
+import re
 from pathlib import Path
 
 from conftest import ROOT
@@ -86,3 +88,63 @@ def test_label_values_come_from_the_one_table():
         spelled += [f"{name}: {s}" for s in ("range(11, 18)", "range(21, 33)", "range(41, 47)", "range(63, 68)",
                                               "range(71, 83)", "range(91, 97)") if s in text]
     assert spelled == []
+
+
+# --- tools/ and bench/: packages of the checkout, reached without editing sys.path ---------------------------------
+
+DEV_DIRS = ("tools", "bench")
+PATH_EDIT = re.compile(r"sys\.path\s*(\.(insert|append|extend)\s*\(|\[[^\]]*\]\s*\+?=|\+?=)|site\.addsitedir\(")
+# the modules a bare `import NAME` could only find with a folder of the checkout on sys.path
+DEV_MODULES = {p.stem for d in (*DEV_DIRS, "tests") for p in (ROOT / d).glob("*.py")} | {"browser"}
+# files other engineers own that still edit sys.path or import a dev module by its bare name, and what they need:
+# remove each entry once its file is changed
+PENDING = {
+    "tools/build_image.py": "drop sys.path.insert; `from tools import package_map`; the Makefile runs "
+                            "`python -m tools.build_image`",
+    "tools/package_map.py": "`from tools import build_image`; the Makefile and tests/test_map_package.py run "
+                            "`python -m tools.package_map`",
+    "bench/stage_profile.py": "drop the two `sys.path[:0] = [root]` lines of its child-process scripts (spineseg is "
+                              "installed, editable from this checkout)",
+}
+
+
+def dev_files():
+    for d in DEV_DIRS:
+        for path in sorted((ROOT / d).rglob("*.py")):
+            if "__pycache__" not in path.parts and str(path.relative_to(ROOT)) not in PENDING:
+                yield path
+
+
+def path_edits(path: Path) -> list[str]:
+    return [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+            if PATH_EDIT.search(line)]
+
+
+def bare_dev_imports(path: Path) -> list[str]:
+    """Imports of a dev module by its bare name (``import phantom``) rather than by package (``from tools import
+    phantom``): they resolve only where that module's own folder is on sys.path."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {name}" for name in names
+                  if name.split(".")[0] in DEV_MODULES]
+    return found
+
+
+def test_the_path_edit_finder_finds_edits():
+    lines = ["sys.path.insert(0, str(ROOT))", "sys.path[:0] = [x]", "sys.path.append(x)", "sys.path += [x]",
+             "sys.path = [x] + sys.path", "site.addsitedir(x)", "sys.path[0:0] = [x]"]
+    assert all(PATH_EDIT.search(line) for line in lines)
+    assert not any(PATH_EDIT.search(line) for line in ("print(sys.path)", "env['PYTHONPATH'] = str(ROOT)",
+                                                       "on ``sys.path``: the root"))
+
+
+def test_tools_and_benches_edit_no_sys_path():
+    """Benches run as `python -m bench.NAME` from the repository root, tools as `python tools/NAME.py` or
+    `python -m tools.NAME`; spineseg is installed. Nothing in tools/ or bench/ puts a folder on sys.path."""
+    assert [e for path in dev_files() for e in path_edits(path)] == []
+
+
+def test_tools_and_benches_import_dev_modules_by_package():
+    assert [e for path in dev_files() for e in bare_dev_imports(path)] == []
