@@ -1,8 +1,11 @@
 """Entry point of ``python app ...`` (the MONAI Deploy app folder convention) and of the ``spine-seg`` command."""
+import atexit
 import importlib
 import os
 import resource
 import sys
+import threading
+from typing import NoReturn
 
 # Holoscan asks for a stack of at least 32 MiB (below that it warns that its threads may crash). glibc sizes
 # the stacks of new threads from RLIMIT_STACK as the process starts, so setting the limit later is not
@@ -27,16 +30,40 @@ def _raise_stack_limit() -> None:
                   f"({type(exc).__name__}: {exc}); going on with {soft >> 20} MiB", file=sys.stderr)
 
 
-def run() -> int:
-    """The app, after the stack limit is raised (before Holoscan or torch is imported, so a restart is cheap).
+def _leave(code: int) -> NoReturn:
+    """End the process with ``code``, its work done, without the interpreter's teardown of every module.
+
+    Tearing down what a run has loaded (torch, OpenVINO, nnU-Net, their C++ objects and some million Python
+    objects) took 1.2-1.4 s of every run on 2 cores, after report.json and every result were written and
+    closed (atomically, spineseg.outputs.atomic). What an ordinary exit does that matters still happens, in
+    its order: a non-daemon thread still running is waited for (then it is the ordinary exit), the exit
+    handlers run (logging's flush and close, multiprocessing's and temporary folders' clean-up, any
+    library's), and the standard streams are flushed.
+    """
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if any(t.is_alive() for t in others) or run_exit_handlers is None:
+        sys.exit(code)
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):     # closed, or a broken pipe: as the ordinary exit
+            pass
+    os._exit(code)
+
+
+def run() -> NoReturn:
+    """The app, after the stack limit is raised (before Holoscan or torch is imported, so a restart is cheap);
+    the process then ends with the app's exit status (:func:`_leave`).
 
     ``python app`` runs this file with this folder first on sys.path, so its app.py is the top-level module
     ``app`` (no sys.path edit needed, in a checkout or in the MAP image's /opt/holoscan/app); the installed
     ``spine-seg`` command imports this file as ``app.__main__`` of the package ``app``.
     """
     _raise_stack_limit()
-    return importlib.import_module("app.app" if __package__ else "app").main()
+    _leave(importlib.import_module("app.app" if __package__ else "app").main())
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

@@ -11,12 +11,20 @@ class. It answers ``isinstance`` exactly as the real class would: an ``Optimized
 answer is False, and once it is loaded the question goes to the real class. Nothing else of the module
 changes. ``totalspineseg`` imports the same module (``totalspineseg.utils.predict_nnunet``), so
 :func:`totalspineseg` imports it through here first.
+
+:func:`utilities` gives the app the few totalspineseg functions it runs (``UTILITIES``) without the package's
+``__init__``, which imports every one of its commands: its ``augment`` alone pulls in ``gryds`` (and with it
+``cupy``), ``scipy.stats`` and ``torchio``'s datasets, about 0.6 s of every run that no step uses.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
+import io
 import sys
 import types
+from functools import cache
 
 PREDICTOR = "nnunetv2.inference.predict_from_raw_data"
 DYNAMO = "torch._dynamo"
@@ -60,3 +68,55 @@ def totalspineseg() -> types.ModuleType:
     if "totalspineseg" not in sys.modules:
         predictor_module()
     return importlib.import_module("totalspineseg")
+
+
+# what nnU-Net 2.8.1's nnUNetPredictor.__init__ prints to stdout for any device but CUDA, whatever
+# perform_everything_on_device says (predict_from_raw_data.py, line 63)
+CPU_NOTICE = "perform_everything_on_device=True is only supported for cuda devices! Setting this to False"
+
+
+def new_predictor(**kwargs):
+    """``nnUNetPredictor(**kwargs)``, without the line CPU_NOTICE (in a hospital's log it reads like an error, and
+    the app asks for perform_everything_on_device=False on a CPU anyway); anything else it prints is passed on."""
+    cls = predictor_module().nnUNetPredictor
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        predictor = cls(**kwargs)
+    rest = [line for line in printed.getvalue().splitlines(keepends=True) if line.rstrip("\n") != CPU_NOTICE]
+    if rest:
+        sys.stdout.write("".join(rest))
+    return predictor
+
+
+PACKAGE = "totalspineseg"
+# the modules of totalspineseg.utils whose same-named functions the app's pipeline runs
+UTILITIES = ("crop_image2seg", "extract_alternate", "fill_canal", "iterative_label", "largest_component", "resample",
+             "transform_seg2image")
+
+
+def utility_module(name: str) -> types.ModuleType:
+    """``totalspineseg.utils.<name>``, imported without running ``totalspineseg/__init__.py`` where the package
+    is not imported yet (its modules import nothing of the package; their code and names are the package's
+    own, so a later ``import totalspineseg`` takes these very modules)."""
+    full = f"{PACKAGE}.utils.{name}"
+    if full in sys.modules or PACKAGE in sys.modules:
+        return importlib.import_module(full)
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None:
+        raise ModuleNotFoundError(f"No module named {PACKAGE!r}", name=PACKAGE)
+    package = importlib.util.module_from_spec(spec)     # its __path__, without its __init__ run
+    sys.modules[PACKAGE] = package
+    try:
+        return importlib.import_module(full)
+    finally:
+        # the real package, imported later, runs its __init__ (and makes its own totalspineseg.utils)
+        if sys.modules.get(PACKAGE) is package:
+            del sys.modules[PACKAGE]
+        sys.modules.pop(f"{PACKAGE}.utils", None)
+
+
+@cache
+def utilities() -> types.SimpleNamespace:
+    """The totalspineseg functions the pipeline runs (``UTILITIES``: ``utilities().resample`` is
+    ``totalspineseg.resample``), without importing the rest of the package (module doc)."""
+    return types.SimpleNamespace(**{name: getattr(utility_module(name), name) for name in UTILITIES})

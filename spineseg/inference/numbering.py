@@ -102,8 +102,8 @@ class Numbering:
 
 
 def _min_component_size() -> int:
-    import totalspineseg as tss
-    return int(inspect.signature(tss.iterative_label).parameters["min_component_size"].default)
+    from spineseg.inference.nnunet_import import utilities
+    return int(inspect.signature(utilities().iterative_label).parameters["min_component_size"].default)
 
 
 def find_landmarks(network: np.ndarray, labelled: np.ndarray, params: dict) -> list[Landmark]:

@@ -179,9 +179,8 @@ def _with_globals(module: types.ModuleType, replaced: dict) -> dict:
 
 @cache
 def _fast_iterative_label():
-    from spineseg.inference.nnunet_import import totalspineseg
-    totalspineseg()       # the package first, without torch._dynamo
-    import totalspineseg.utils.iterative_label as source
+    from spineseg.inference.nnunet_import import utility_module
+    source = utility_module("iterative_label")    # without the rest of the package (nnunet_import.utilities)
     scipy_ndimage = types.ModuleType("scipy.ndimage (center_of_mass: spineseg.inference.postprocess)")
     scipy_ndimage.__dict__.update({k: v for k, v in vars(ndi).items() if not k.startswith("__")})
     scipy_ndimage.center_of_mass = center_of_mass

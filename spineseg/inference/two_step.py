@@ -229,12 +229,12 @@ class LoadedModel:
         else:
             # the weights live in the IR: nnU-Net's per-prediction load_state_dict has nothing to load
             network, parameters = self._openvino_network(backend, cache_dir), [None]
-        # nnU-Net keeps the whole sliding window on the device only for CUDA (and warns when asked on a CPU)
-        predictor = nnunet_import.predictor_module().nnUNetPredictor
-        self.predictor = predictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                   perform_everything_on_device=torch.device(device).type == "cuda",
-                                   device=torch.device(device),
-                                   verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        # nnU-Net keeps the whole sliding window on the device only for CUDA (on any other device it prints that
+        # it does not, whatever it is asked: nnunet_import.new_predictor keeps that line out of the log)
+        self.predictor = nnunet_import.new_predictor(
+            tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+            perform_everything_on_device=torch.device(device).type == "cuda", device=torch.device(device),
+            verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         self.predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json, trainer,
                                              checkpoint.get("inference_allowed_mirroring_axes"))
 
@@ -475,7 +475,7 @@ def _through_step1_network(array: np.ndarray, affine_lps: np.ndarray, models: Mo
                            stage: Callable[[str, float], None]) -> tuple:
     """(raw, iso, components, t): the volume as the reference reads it, its 1 mm image, step 1's network output
     reduced to its largest components, and the time step 1's post-processing started."""
-    tss = nnunet_import.totalspineseg()
+    tss = nnunet_import.utilities()
     t = time.perf_counter()
     stored_dtype = integer_storage_dtype(array)
     source = to_dcm2niix_layout(array, affine_lps) if dicom_stack else (array, affine_lps)
@@ -516,7 +516,7 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
     command does. ``memo``: filled by a first call, reused by a later one for the same volume
     (:class:`NetworkMemo`); the reused stages are then absent from ``timings``.
     """
-    tss = nnunet_import.totalspineseg()
+    tss = nnunet_import.utilities()
     timings: dict[str, float] = {}
 
     def stage(name: str, t0: float):
@@ -551,7 +551,8 @@ def segment_volume(array: np.ndarray, affine_lps: np.ndarray, models: ModelPair,
         raise InputError("NO_DISCS_FOUND", "Step 1 found no intervertebral disc, so vertebrae cannot be labelled; "
                          "the series may not cover the spine.")
 
-    step2_key = NetworkMemo.step2_key_of(cropped, odd)
+    # step 2's inputs are hashed only for a memo (a later call for the same volume may reuse its output)
+    step2_key = NetworkMemo.step2_key_of(cropped, odd) if memo is not None else None
     if memo is not None and memo.step2 is not None and memo.step2_key == step2_key:
         step2 = memo.step2
     else:

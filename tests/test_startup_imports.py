@@ -1,0 +1,133 @@
+"""What a run spends outside the networks (issue 28): the app imports only what it runs, nnU-Net's CPU notice stays
+out of the log, segment_volume hashes step 2's inputs only for a memo, and the process ends without tearing
+down every module, yet as an ordinary exit would (exit handlers, streams, running threads)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from conftest import ROOT
+
+
+def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_pipelines_totalspineseg_functions_come_without_the_rest_of_the_package():
+    """nnunet_import.utilities(): totalspineseg's own functions, without its __init__ (whose augment command
+    imports gryds, cupy and scipy.stats); the package imported afterwards is whole and holds the same ones."""
+    proc = run_python("""
+        import sys
+        from spineseg.inference import nnunet_import
+        u = nnunet_import.utilities()
+        unused = [m for m in ("totalspineseg", "totalspineseg.utils.augment", "gryds", "scipy.stats", "torch._dynamo")
+                  if m in sys.modules]
+        assert unused == [], unused
+        import totalspineseg as tss
+        import totalspineseg.utils.iterative_label as source
+        for name in nnunet_import.UTILITIES:
+            assert getattr(u, name) is getattr(tss, name), name
+        assert source.iterative_label is u.iterative_label and callable(tss.augment)
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_a_run_up_to_its_first_network_imports_no_unused_library(tmp_path):
+    """The modules a run loads before step 1's network (app, pipeline, models, the functions of both steps):
+    none of totalspineseg's unused commands or what only they need, no torch._dynamo."""
+    proc = run_python(f"""
+        import sys
+        from pathlib import Path
+        import app.app
+        from spineseg.inference import two_step
+        two_step.load_models(Path({str(ROOT / "models")!r}), "cpu", "auto", "auto")
+        two_step.nnunet_import.utilities()
+        loaded = [m for m in ("totalspineseg", "totalspineseg.utils.augment", "gryds", "cupy", "scipy.stats",
+                              "torch._dynamo", "holoscan", "pynetdicom", "dicomweb_client") if m in sys.modules]
+        assert loaded == [], loaded
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_nnunets_cpu_notice_is_not_printed_and_anything_else_is(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from spineseg.inference import nnunet_import
+
+    class Predictor:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+            print(nnunet_import.CPU_NOTICE)
+            print("something else nnU-Net says")
+
+    monkeypatch.setattr(nnunet_import, "predictor_module", lambda: SimpleNamespace(nnUNetPredictor=Predictor))
+    predictor = nnunet_import.new_predictor(device="cpu")
+    assert predictor.kwargs == {"device": "cpu"}
+    assert capsys.readouterr().out == "something else nnU-Net says\n"
+
+
+def test_loading_the_models_on_the_cpu_prints_nothing():
+    """The real predictor (nnU-Net 2.8.1 prints its notice for any device but CUDA) through load_models."""
+    proc = run_python(f"""
+        from pathlib import Path
+        from spineseg.inference import two_step
+        m = two_step.load_models(Path({str(ROOT / "models")!r}), "cpu", "auto", "auto")
+        assert not m.step1.predictor.perform_everything_on_device and m.step1.predictor.device.type == "cpu"
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "" and "perform_everything_on_device" not in proc.stderr
+
+
+def test_step2_inputs_are_hashed_only_for_a_memo(monkeypatch):
+    import phantom as P
+    from test_fast_paths_identical import TruthModel, step1_scheme, step2_scheme
+
+    from spineseg.inference import two_step
+
+    ph = P.make_phantom(5, fov="lumbar")
+    geometry = P.series_geometry(ph, "sagittal", slice_thickness=4.0, pixel=1.5, lr_width=40.0, ap_width=96.0)
+    image, _ = P.render(ph, geometry.affine, geometry.shape)
+    image = np.round(image * 1000)
+    models = two_step.ModelPair(TruthModel(ph, step1_scheme), TruthModel(ph, step2_scheme), "cpu")
+    hashed = []
+    key_of = two_step.NetworkMemo.step2_key_of
+    monkeypatch.setattr(two_step.NetworkMemo, "step2_key_of", staticmethod(lambda *a: hashed.append(1) or key_of(*a)))
+    plain = two_step.segment_volume(image, geometry.affine, models, dicom_stack=True)
+    assert hashed == []
+    memo = two_step.NetworkMemo()
+    with_memo = two_step.segment_volume(image, geometry.affine, models, dicom_stack=True, memo=memo)
+    assert hashed == [1] and memo.step2 is not None
+    assert plain.labels.tobytes() == with_memo.labels.tobytes() and plain.labels.any()
+
+
+LEAVE = textwrap.dedent(f"""
+    import atexit, importlib.util, sys, threading, time
+    spec = importlib.util.spec_from_file_location("spineseg_app_main", {str(ROOT / "app" / "__main__.py")!r})
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    atexit.register(lambda: print("exit handler ran", flush=True))
+    sys.stdout.write("buffered, no newline")
+""")
+
+
+def test_the_process_ends_with_the_apps_status_after_its_exit_handlers():
+    proc = run_python(LEAVE + "main._leave(3)\n")
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert proc.stdout == "buffered, no newlineexit handler ran\n"
+
+
+def test_a_thread_still_running_is_waited_for_as_by_an_ordinary_exit():
+    proc = run_python(LEAVE + textwrap.dedent("""
+        def late():
+            time.sleep(0.5)
+            print(" thread done", flush=True)
+        threading.Thread(target=late).start()
+        main._leave(4)
+    """))
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert proc.stdout == "buffered, no newline thread done\nexit handler ran\n"
