@@ -20,7 +20,6 @@ from browser.ohif_harness import (OHIF_VERSIONS, Case, colour_errors, dist, docu
                                   run_browser, verdict)
 from browser.ohif_server import OhifServer
 from browser.studies import STUDIES, make_study, upload, write_study_seg
-from conftest import require_orthanc
 from spineseg.outputs.seg_writer import ENCODINGS, SegSettings, encoding_for
 from spineseg.settings import AppConfig, load_settings
 
@@ -42,44 +41,38 @@ def require_browser():
 
 
 @pytest.fixture(scope="module")
-def displayed(tmp_path_factory):
+def displayed(tmp_path_factory, orthanc):
     """{(version, study, encoding): (Case, verdict, encoding written)}: each distinct SEG opened once per version
     in one Chromium, against one Orthanc."""
-    require_orthanc()
     require_browser()
-    from conftest import OrthancServer
     tmp = tmp_path_factory.mktemp("ohif_display")
-    orthanc = OrthancServer(tmp / "orthanc").start()
-    try:
-        studies, segs, keys = {}, {}, {}
-        for name, enc in CASES:
-            if name not in studies:
-                studies[name] = make_study(name, tmp / "studies")
-                upload(orthanc, studies[name].files)
-            study = studies[name]
-            settings = default_settings(tmp) if enc == "default" else SegSettings(segmentation_type=enc)
-            written, _ = encoding_for(settings, *study.matrix)
-            keys[(name, enc)] = (name, written)
-            if (name, written) in segs:          # the default is one of the explicit encodings
-                continue
-            settings.series_number = 900 + len(segs)
-            path, written, names = write_study_seg(study, settings, tmp / f"{name}-{written}.dcm")
-            upload(orthanc, [path])
-            segs[(name, written)] = (study, settings.series_number, names)
-        out = {}
-        for version in OHIF_VERSIONS:
-            server = OhifServer(dist(version), f"http://127.0.0.1:{orthanc.http_port}", orthanc.USER,
-                                orthanc.PASSWORD).start()
-            try:
-                run = [Case(f"{version}-{n}-{w}", s.uid, number, s.expected(), names, s.middle_sop(),
-                            tmp / "screenshots" / version / f"{n}-{w}") for (n, w), (s, number, names) in segs.items()]
-                run_browser(server.url, run, tmp / f"browser-{version}", total_s=420)
-            finally:
-                server.stop()
-            for key, case in zip(segs, run):
-                out[(version, *key)] = (case, verdict(case), key[1])
-    finally:
-        orthanc.stop()
+    studies, segs, keys = {}, {}, {}
+    for name, enc in CASES:
+        if name not in studies:
+            studies[name] = make_study(name, tmp / "studies")
+            upload(orthanc, studies[name].files)
+        study = studies[name]
+        settings = default_settings(tmp) if enc == "default" else SegSettings(segmentation_type=enc)
+        written, _ = encoding_for(settings, *study.matrix)
+        keys[(name, enc)] = (name, written)
+        if (name, written) in segs:          # the default is one of the explicit encodings
+            continue
+        settings.series_number = 900 + len(segs)
+        path, written, names = write_study_seg(study, settings, tmp / f"{name}-{written}.dcm")
+        upload(orthanc, [path])
+        segs[(name, written)] = (study, settings.series_number, names)
+    out = {}
+    for version in OHIF_VERSIONS:
+        server = OhifServer(dist(version), f"http://127.0.0.1:{orthanc.http_port}", orthanc.USER,
+                            orthanc.PASSWORD).start()
+        try:
+            run = [Case(f"{version}-{n}-{w}", s.uid, number, s.expected(), names, s.middle_sop(),
+                        tmp / "screenshots" / version / f"{n}-{w}") for (n, w), (s, number, names) in segs.items()]
+            run_browser(server.url, run, tmp / f"browser-{version}", total_s=420)
+        finally:
+            server.stop()
+        for key, case in zip(segs, run):
+            out[(version, *key)] = (case, verdict(case), key[1])
     return {(v, n, e): out[(v, *keys[(n, e)])] for v in OHIF_VERSIONS for n, e in CASES}
 
 

@@ -22,7 +22,6 @@ import pytest
 from browser.ohif_harness import OHIF_VERSIONS, dist, results_by_name, run_node
 from browser.ohif_server import OhifServer
 from browser.studies import make_study, upload, write_study_seg
-from conftest import require_orthanc
 from helpers import drawn_values, image_point, reader_label
 from test_ohif_display import default_settings, require_browser
 
@@ -58,53 +57,47 @@ def write_reading_aids(study, seg_path, out):
 
 
 @pytest.fixture(scope="module")
-def opened(tmp_path_factory):
+def opened(tmp_path_factory, orthanc):
     """{(version, study): (result, what we wrote)}: every study's SR and review series opened once per version."""
-    require_orthanc()
     require_browser()
     import highdicom as hd
 
-    from conftest import OrthancServer
     tmp = tmp_path_factory.mktemp("ohif_sr")
-    orthanc = OrthancServer(tmp / "orthanc").start()
-    try:
-        written = {}
-        for name in STUDIES:
-            study = make_study(name, tmp / "studies")
-            upload(orthanc, study.files)
-            settings = default_settings(tmp)
-            settings.series_number = 900
-            seg_path, _, _ = write_study_seg(study, settings, tmp / f"{name}-seg.dcm")
-            sr, review, table, levels, rows, paths = write_reading_aids(study, seg_path, tmp / name)
-            upload(orthanc, [seg_path, *paths])
-            drawn = drawn_values(hd.sr.srread(paths[0]))
-            written[name] = {"study": study, "sr": sr, "review": review, "table": table, "levels": levels,
-                             "rows": rows, "drawn": drawn}
-        out = {}
-        for version in OHIF_VERSIONS:
-            server = OhifServer(dist(version), f"http://127.0.0.1:{orthanc.http_port}", orthanc.USER,
-                                orthanc.PASSWORD).start()
-            try:
-                cases = []
-                for name, w in written.items():
-                    lengths = [d for d in w["drawn"] if d["graphic"] == "POLYLINE"]
-                    cases.append({"name": f"{version}-{name}", "study": w["study"].uid,
-                                  "sr_series_number": int(w["sr"].SeriesNumber),
-                                  "sc_series_number": int(w["review"].SeriesNumber),
-                                  "table_sop": str(w["table"].SOPInstanceUID),
-                                  "expected_tracked": len(lengths), "panel_labels": [d["label"] for d in lengths],
-                                  "out": str(tmp / "screenshots" / version / name)})
-                job = {"base_url": server.url, "timeouts": {"load_s": 90, "sr_s": 45, "step_s": 60},
-                       "cases": cases}
-                results = results_by_name(run_node(SCRIPT, job, tmp / f"browser-{version}", total_s=480),
-                                          [c["name"] for c in cases], tmp)
-            finally:
-                server.stop()
-            for name in written:
-                out[(version, name)] = (results[f"{version}-{name}"], written[name],
-                                        tmp / "screenshots" / version / name)
-    finally:
-        orthanc.stop()
+    written = {}
+    for name in STUDIES:
+        study = make_study(name, tmp / "studies")
+        upload(orthanc, study.files)
+        settings = default_settings(tmp)
+        settings.series_number = 900
+        seg_path, _, _ = write_study_seg(study, settings, tmp / f"{name}-seg.dcm")
+        sr, review, table, levels, rows, paths = write_reading_aids(study, seg_path, tmp / name)
+        upload(orthanc, [seg_path, *paths])
+        drawn = drawn_values(hd.sr.srread(paths[0]))
+        written[name] = {"study": study, "sr": sr, "review": review, "table": table, "levels": levels,
+                         "rows": rows, "drawn": drawn}
+    out = {}
+    for version in OHIF_VERSIONS:
+        server = OhifServer(dist(version), f"http://127.0.0.1:{orthanc.http_port}", orthanc.USER,
+                            orthanc.PASSWORD).start()
+        try:
+            cases = []
+            for name, w in written.items():
+                lengths = [d for d in w["drawn"] if d["graphic"] == "POLYLINE"]
+                cases.append({"name": f"{version}-{name}", "study": w["study"].uid,
+                              "sr_series_number": int(w["sr"].SeriesNumber),
+                              "sc_series_number": int(w["review"].SeriesNumber),
+                              "table_sop": str(w["table"].SOPInstanceUID),
+                              "expected_tracked": len(lengths), "panel_labels": [d["label"] for d in lengths],
+                              "out": str(tmp / "screenshots" / version / name)})
+            job = {"base_url": server.url, "timeouts": {"load_s": 90, "sr_s": 45, "step_s": 60},
+                   "cases": cases}
+            results = results_by_name(run_node(SCRIPT, job, tmp / f"browser-{version}", total_s=480),
+                                      [c["name"] for c in cases], tmp)
+        finally:
+            server.stop()
+        for name in written:
+            out[(version, name)] = (results[f"{version}-{name}"], written[name],
+                                    tmp / "screenshots" / version / name)
     return out
 
 
