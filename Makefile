@@ -63,18 +63,16 @@ $(PKG_STAMP):
 
 # MAP build context (GPU and CPU variants) in build/map; on a machine with Docker: make package BUILD=1
 package: $(STAMP) $(PKG_STAMP)
-	$(PKG_VENV)/bin/python tools/package_map.py --out build/map $(if $(BUILD),--build)
+	$(PKG_VENV)/bin/python -m tools.package_map --out build/map $(if $(BUILD),--build)
 
 # The CPU MAP image, built offline with a real engine (tools/build_image.py: Debian base by mmdebstrap, pinned
 # wheelhouse in build/wheelhouse, docker build --network none); needs `docker info` to work (README, Deployment).
 # GPU=1: also the GPU MAP FROM it, torch swapped for its CUDA build (deploy/map/Dockerfile.gpu; docs/map-image.md).
 # WEIGHTS=DIR: then that image (GPU's with GPU=1) with the TotalSpineSeg release zips in DIR, checked against
 # DIR/SHA256SUMS, in place of the phantom models (tools/weights_image.py; docs/deployment.md, "Official weights")
-CPU_TAG := spine-seg-cpu-x64-workstation-dgpu-linux-amd64:0.1.0
-GPU_TAG := spine-seg-x64-workstation-dgpu-linux-amd64:0.1.0
 image: $(STAMP) $(PKG_STAMP)
-	$(PKG_VENV)/bin/python tools/build_image.py $(if $(GPU),--gpu)
-	$(if $(WEIGHTS),$(BIN)/python tools/weights_image.py "$(WEIGHTS)" --from $(if $(GPU),$(GPU_TAG),$(CPU_TAG)))
+	$(PKG_VENV)/bin/python -m tools.build_image $(if $(GPU),--gpu)
+	$(if $(WEIGHTS),$(BIN)/python -m tools.weights_image "$(WEIGHTS)" $(if $(GPU),--gpu))
 
 # The built image run as hospitals run it (tests/test_container_image.py)
 image-test: $(STAMP)
@@ -85,7 +83,7 @@ image-test: $(STAMP)
 # H200, phantom generation included); MODEL_DEVICE=cpu runs the same recipe on the CPU (~18 h on 2 cores).
 MODEL_DEVICE  ?= cuda
 MODEL_WORKERS ?= $(shell nproc)
-TRAIN := $(BIN)/python tools/train_phantom_models.py --out models --device $(MODEL_DEVICE) --patch 128 64 48 \
+TRAIN := $(BIN)/python -m tools.train_phantom_models --out models --device $(MODEL_DEVICE) --patch 128 64 48 \
          --workers $(MODEL_WORKERS) --threads 4
 models: $(STAMP)
 	$(TRAIN) --steps 1 --batch 16 --cases 150 --iterations 1464

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# spineseg, app and operators are installed (make venv: pip install -e .); the dev scripts the tests import by
-# name (tools/phantom.py, reference_cli.py, ...; bench/seed_pipeline_agreement.py) are not part of the package
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "bench")]
+# spineseg, app and operators are installed (make venv: pip install -e .); the repository root, tools/ and bench/
+# are on the path through pyproject.toml's [tool.pytest.ini_options] pythonpath (the tools and benches the tests
+# import by name or as tools.NAME / bench.NAME, and tests.helpers as the benches import it)
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 REAL_T2_DICOM = SHARED_DATA / "sct_t2_dicom" / "mr"

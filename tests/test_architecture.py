@@ -99,10 +99,6 @@ DEV_MODULES = {p.stem for d in (*DEV_DIRS, "tests") for p in (ROOT / d).glob("*.
 # files other engineers own that still edit sys.path or import a dev module by its bare name, and what they need:
 # remove each entry once its file is changed
 PENDING = {
-    "tools/build_image.py": "drop sys.path.insert; `from tools import package_map`; the Makefile runs "
-                            "`python -m tools.build_image`",
-    "tools/package_map.py": "`from tools import build_image`; the Makefile and tests/test_map_package.py run "
-                            "`python -m tools.package_map`",
     "bench/stage_profile.py": "drop the two `sys.path[:0] = [root]` lines of its child-process scripts (spineseg is "
                               "installed, editable from this checkout)",
 }

@@ -8,25 +8,22 @@ the file under ~30 s), in step 1's and step 2's network label schemes, as they c
 from __future__ import annotations
 
 import copy
+import subprocess
 import sys
 from functools import cache
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+import totalspineseg as tss
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-import phantom as P  # noqa: E402
-from train_phantom_models import step1_target as step1_scheme  # noqa: E402  (the networks' label schemes)
-from train_phantom_models import step2_target as step2_scheme  # noqa: E402
-import totalspineseg as tss  # noqa: E402
-
-from spineseg.inference import postprocess  # noqa: E402
-from spineseg.inference.two_step import STEP1_LABELLING, STEP2_LABELLING, WITH_LOCALIZER  # noqa: E402
+from conftest import ROOT
+from spineseg.inference import postprocess
+from spineseg.inference.two_step import STEP1_LABELLING, STEP2_LABELLING, WITH_LOCALIZER
+from tools import phantom as P
+from tools.train_phantom_models import step1_target as step1_scheme  # the networks' label schemes
+from tools.train_phantom_models import step2_target as step2_scheme
 
 # at 2 mm a voxel is 8 of the networks' 1 mm ones: totalspineseg's smallest component (200) scaled to match
 MIN_COMPONENT = {"min_component_size": 25}
@@ -155,7 +152,6 @@ def test_predictor_imported_without_dynamo_and_same_isinstance():
         "import torch; net = torch.nn.Linear(2, 2); assert not isinstance(net, m.OptimizedModule)\n"
         "import torch._dynamo; assert isinstance(torch._dynamo.OptimizedModule(net, lambda *a: None), m.OptimizedModule)\n"
         "assert not isinstance(net, m.OptimizedModule); print('ok')\n")
-    import subprocess
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 

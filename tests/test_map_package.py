@@ -15,8 +15,8 @@ def contexts(tmp_path_factory):
     if not PKG_PYTHON.exists():
         pytest.fail("the packaging environment .venv-package is missing: `make test` and `make package` create it")
     out = tmp_path_factory.mktemp("map")
-    proc = subprocess.run([str(PKG_PYTHON), str(ROOT / "tools" / "package_map.py"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(PKG_PYTHON), "-m", "tools.package_map", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return out
 

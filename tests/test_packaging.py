@@ -12,10 +12,11 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-import package_map  # tools/package_map.py (conftest puts tools/ on sys.path)
 import pytest
+
 import spineseg
 from conftest import ROOT
+from tools import package_map
 
 PATH_EDIT = re.compile(r"sys\.path(\.insert|\.append|\[:0\]\s*=|\s*=)")
 

@@ -1,6 +1,6 @@
 """Build the CPU MAP image with a real engine, offline: ``make image``.
 
-    .venv-package/bin/python tools/build_image.py [--tag TAG] [--out build/map]
+    .venv-package/bin/python -m tools.build_image [--tag TAG] [--out build/map]     # from the repository root
 
 1. Base image: ``tools/base_image.sh`` (Debian bookworm by mmdebstrap, ``docker import``), tagged
    ``spine-seg-base:bookworm-<key of the script>``; the root file system tarball is kept in ``build/image/``.
@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import package_map  # noqa: E402
+from tools import package_map
 
 ROOT = package_map.ROOT
 BUILD = ROOT / "build"

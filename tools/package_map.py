@@ -1,6 +1,6 @@
 """Build the MONAI Application Package (MAP) of spine-seg with `monai-deploy package` (holoscan-cli 4.2.0).
 
-    .venv-package/bin/python tools/package_map.py [--out build/map] [--variant gpu|cpu|both] [--build]
+    .venv-package/bin/python -m tools.package_map [--out build/map] [--variant gpu|cpu|both] [--build]
 
 Runs in its own virtual environment (``make package`` creates it): holoscan-cli 4.2.0, the last release
 with the ``monai-deploy`` command, pins ``packaging<26`` while totalspineseg's nilearn needs ``>=26``.
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                 make_cpu_context(context)
             print(f"{variant}: MAP build context in {context}")
             if a.build:
-                import build_image
+                from tools import build_image
                 build_image.build(context)
     return 0
 

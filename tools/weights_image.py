@@ -1,6 +1,6 @@
 """Bake a TotalSpineSeg release's weights into the CPU (or GPU) MAP image, offline: ``make image WEIGHTS=DIR``.
 
-    .venv/bin/python -m tools.weights_image DIR [--from IMAGE] [--tag TAG]      # from the repository root
+    .venv/bin/python -m tools.weights_image DIR [--gpu | --from IMAGE] [--tag TAG]      # from the repository root
 
 DIR holds the two release zips as TotalSpineSeg publishes them (``Dataset101_TotalSpineSeg_step1_<release>.zip``
 and ``Dataset102_TotalSpineSeg_step2_<release>.zip``) and ``SHA256SUMS``: the SHA-256 your site vetted for
@@ -39,7 +39,7 @@ from pathlib import Path
 from spineseg.errors import ModelError
 from spineseg.inference.checksums import sha256_of
 from tools import install_weights
-from tools.build_image import TAG as CPU_IMAGE
+from tools.build_image import GPU_TAG as GPU_IMAGE, TAG as CPU_IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMS = "SHA256SUMS"
@@ -177,7 +177,10 @@ def build(weights: Path, base: str = CPU_IMAGE, tag: str | None = None) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", type=Path, metavar="DIR", help=f"the release zips and their {SUMS}")
-    ap.add_argument("--from", dest="base", default=CPU_IMAGE, help="the MAP image to start from (the CPU one, or the GPU one: make image GPU=1)")
+    start = ap.add_mutually_exclusive_group()
+    start.add_argument("--from", dest="base", default=CPU_IMAGE, help=f"the MAP image to start from (default {CPU_IMAGE})")
+    start.add_argument("--gpu", dest="base", action="store_const", const=GPU_IMAGE,
+                       help=f"start from the GPU MAP, {GPU_IMAGE} (make image GPU=1)")
     ap.add_argument("--tag", help="the new image's tag (default: the CPU MAP's tag with -<release> appended)")
     a = ap.parse_args(argv)
     if not a.weights.is_dir():

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-import phantom as P
-from helpers import fake_model_description
+from tests.helpers import fake_model_description
+from tools import phantom as P
 from spineseg.outputs.codes_table import STRUCTURES
 from spineseg.input.dicom_input import load_volume, scan_dicom
 from spineseg.outputs.seg_writer import SegSettings, build_seg, encoding_for, write_seg
