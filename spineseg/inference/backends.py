@@ -32,17 +32,31 @@ Each IR folder carries a manifest (``manifest.json``, written last) with its key
 model.xml and model.bin; an IR runs only from bytes that match it. A cached IR that does not match (changed,
 truncated, unreadable, no manifest) is removed and exported again with a warning; a precompiled one is refused
 (``MODEL_MALFORMED``: re-run the precompile).
+
+A cached IR also keeps the network as OpenVINO compiled it, read from there, for this CPU
+(``<entry>/compiled/``: OpenVINO's ``export_model``, with a manifest of its own naming the OpenVINO version,
+the compile settings and the CPU, and the blob's size and SHA-256), so that a later run imports it instead of
+compiling again (about 0.1 s per phantom network, more at full size). Not OpenVINO's own ``CACHE_DIR``: that
+runs whatever blob it finds under its key, and a blob whose bytes were changed on disk ran there without a
+word, giving other logits. A blob that does not match its manifest, or that OpenVINO cannot import, is removed
+and the IR compiled again; one that cannot be written (a read-only or full cache) is not kept. Nothing is kept
+for a precompiled IR (the MAP image's writable /tmp is new in each container: a blob there would cost time and
+memory and help no run), nor for an IR exported in this run (the next run compiles it as read back, then keeps
+that).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import platform
 import shutil
 import tempfile
 import time
 import warnings
+from functools import cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +72,9 @@ SETTINGS = ("auto", *BACKENDS)
 EXPORT_FORMAT = 1                 # bump when the way the IR is made changes
 PRECOMPILED_FOLDER = "openvino"   # beside plans.json in a model folder
 PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}
+COMPILED_FOLDER = "compiled"      # in a cached IR's folder: that IR compiled for this CPU
+COMPILED_FORMAT = 1               # bump when the way a compiled network is kept changes
+CACHE_ENTRY = "spineseg_cache_entry"   # rt_info of a model read from (or saved into) a cache entry: its folder
 
 
 def cpu_has_bf16() -> bool:
@@ -331,7 +348,10 @@ def ir_for(make_network, model_folder: Path, key: ExportKey, patch_size: list[in
                              "SPINESEG_BACKEND=torch.", path=str(precompiled / name)) from None
     if (cache / name).exists():
         try:
-            return IR(_read_verified(cache / name, key), "precompiled" if is_precompile else "cache")
+            model = _read_verified(cache / name, key)
+            if not is_precompile:
+                _mark_cache_entry(model, cache / name)
+            return IR(model, "precompiled" if is_precompile else "cache")
         except IRMismatch as exc:
             warning = (f"the cached OpenVINO IR of {key.model} ({cache / name}) did not match its manifest "
                        f"({exc}); it was removed and the network exported again")
@@ -347,19 +367,134 @@ def ir_for(make_network, model_folder: Path, key: ExportKey, patch_size: list[in
     return IR(model, "exported", warning)
 
 
+def _mark_cache_entry(model, entry: Path) -> None:
+    """Record on ``model`` the cache entry it was read from or saved into (where its compiled form is kept)."""
+    model.set_rt_info(str(entry), CACHE_ENTRY)
+
+
+def _cache_entry_of(model) -> Path | None:
+    try:
+        return Path(model.get_rt_info(CACHE_ENTRY).astype(str)) if model.has_rt_info(CACHE_ENTRY) else None
+    except Exception:          # not an OpenVINO model (a stand-in), or no such record
+        return None
+
+
+@cache
+def _cpu_identity() -> dict:
+    """What a compiled network may depend on besides OpenVINO's version and its settings: the CPU's model and
+    instruction set (OpenVINO picks its kernels and its precision transformations from them)."""
+    import openvino as ov
+    identity = {"machine": platform.machine(), "openvino_capabilities": [], "model": "", "flags": ""}
+    try:
+        identity["openvino_capabilities"] = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:
+        pass
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    first = {}                     # the first processor's lines (every processor of a host is the same model)
+    for line in cpuinfo.splitlines():
+        field, _, value = line.partition(":")
+        first.setdefault(field.strip(), value.strip())
+    identity["model"] = first.get("model name") or platform.processor()
+    identity["flags"] = first.get("flags", "")
+    return identity
+
+
+def _compiled_manifest(config: dict) -> dict:
+    import openvino as ov
+    return {"format": COMPILED_FORMAT, "openvino": ov.get_version(), "config": config, "cpu": _cpu_identity()}
+
+
+def _compiled_paths(entry: Path, manifest: dict) -> tuple[Path, Path]:
+    name = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
+    return entry / COMPILED_FOLDER / f"{name}.blob", entry / COMPILED_FOLDER / f"{name}.json"
+
+
+def _remove_quietly(*paths: Path) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def load_compiled(entry: Path, config: dict):
+    """The network kept compiled in cache entry ``entry`` for ``config`` on this CPU, imported from bytes that
+    match its manifest; None where there is none, or it does not match or import (then it is removed)."""
+    import openvino as ov
+    manifest = _compiled_manifest(config)
+    blob, record_path = _compiled_paths(entry, manifest)
+    try:
+        record = json.loads(record_path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        record = None
+    try:
+        if not isinstance(record, dict) or record.get("key") != manifest:
+            raise IRMismatch("its manifest is not this OpenVINO's, settings' and CPU's")
+        return ov.Core().import_model(_read_exact(blob, record.get("blob")), "CPU", config)
+    except Exception as exc:    # a mismatch, or what OpenVINO refuses: compiled again, and kept again
+        log.info("the compiled network kept in %s was not used (%s); compiling the IR", entry, exc)
+        _remove_quietly(blob, record_path)
+        return None
+
+
+def keep_compiled(compiled, entry: Path, config: dict) -> None:
+    """Keep ``compiled`` (``config`` on this CPU) in cache entry ``entry``: the blob, then its manifest, each
+    renamed into place whole. Silently nothing where it cannot be written (a read-only or full cache)."""
+    manifest = _compiled_manifest(config)
+    blob, record_path = _compiled_paths(entry, manifest)
+    partial = None
+    try:
+        stream = io.BytesIO()
+        compiled.export_model(stream)
+        data = stream.getbuffer()
+        blob.parent.mkdir(exist_ok=True)               # inside the entry only: never the entry itself
+        for path, content in ((blob, data), (record_path, json.dumps(
+                {"key": manifest, "blob": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
+                indent=2, sort_keys=True).encode() + b"\n")):
+            fd, partial = tempfile.mkstemp(prefix=".partial-", dir=blob.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+            os.replace(partial, path)
+            partial = None
+    except Exception as exc:
+        log.debug("the compiled network was not kept in %s (%s)", entry, exc)
+        if partial:
+            _remove_quietly(Path(partial))
+
+
+def network_config(precision: str, threads: int | None = None) -> dict:
+    """OpenVINO's compile settings for ``precision`` on ``threads`` CPUs (default: :func:`cpu_budget`)."""
+    return {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads or cpu_budget())}
+
+
 class OpenVINONetwork:
     """Stands in for ``nnUNetPredictor.network``: a patch tensor in, its logits out, through OpenVINO.
 
     nnU-Net calls ``to``, ``eval`` and ``load_state_dict`` on its network before predicting; the weights are
     already in the IR (whose cache key is the checkpoint's digest), so those calls have nothing to do.
+
+    A model from a cache entry (:func:`ir_for`) is imported as it was compiled before, where that is kept there
+    (:func:`load_compiled`), else compiled and kept (:func:`keep_compiled`); ``compiled_from``: ``"cache"`` or
+    ``"compiled"``.
     """
 
     def __init__(self, model, precision: str, threads: int | None = None):
         import openvino as ov
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": int(threads or cpu_budget())}
+        config = network_config(precision, threads)
         self.precision = precision
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        entry = _cache_entry_of(model)
+        self.compiled = load_compiled(entry, config) if entry else None
+        self.compiled_from = "cache" if self.compiled is not None else "compiled"
+        if self.compiled is None:
+            self.compiled = ov.Core().compile_model(model, "CPU", config)
+            if entry:
+                keep_compiled(self.compiled, entry, config)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, x):
