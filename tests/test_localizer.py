@@ -349,6 +349,7 @@ def test_the_numbering_notes_name_the_partners_that_failed_before_one_named_the_
     assert "series 20 (T1 SAG 20): tried, its own segmentation ended NO_LEVEL_LANDMARK" in note and "series 21" in note
 
 
+@pytest.mark.slow
 def test_a_retry_with_a_partner_runs_no_network_twice_on_the_same_image(study, tmp_path, monkeypatch):
     """Issue 28, item 4: the series without a landmark is labelled again with its partner's labels from its own
     network outputs (two_step.NetworkMemo), not preprocessed and run through the networks again; each network
