@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.agreement import agreement, minimum_agreement
+from bench.records import finish_record, start_record
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_SIZE_FOLDER = "nnUNetTrainerDAExtGPU__nnUNetPlans__3d_fullres"
@@ -187,15 +188,19 @@ def main(argv=None) -> int:
 
     from spineseg.inference.backends import cpu_has_bf16
     from tools import phantom as P
-    record = {"cpu": f"{os.cpu_count()} cores, bf16 units: {cpu_has_bf16()}", "torch_threads": torch.get_num_threads(),
-              "device": f"{a.device}: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() and
-              a.device.startswith("cuda") else a.device,
-              "load_average_at_start": round(os.getloadavg()[0], 1)}
+    # a part not run this time keeps its rows (and load average) from the record being rewritten
+    record = json.loads(a.json.read_text()) if a.json and a.json.is_file() else {}
+    record.update(start_record("backends"))
+    record.update({"cpu": f"{os.cpu_count()} cores, bf16 units: {cpu_has_bf16()}",
+                   "torch_threads": torch.get_num_threads(),
+                   "device": f"{a.device}: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() and
+                   a.device.startswith("cuda") else a.device})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # a fresh cache, so every export is timed, unless one is given (to time runs that find their IR cached)
         env = {**os.environ, "SPINESEG_OPENVINO_CACHE": os.environ.get("SPINESEG_OPENVINO_CACHE") or str(tmp / "ov-cache")}
         if a.part in ("phantom", "both"):
+            load_at_start = round(os.getloadavg()[0], 1)
             rows = {b: spawn(b, "phantom", tmp / f"ph_{b}", a.models, env, a.device) for b in a.backends}
             for b, row in rows.items():
                 if "error" in row or not compare:
@@ -212,7 +217,9 @@ def main(argv=None) -> int:
                       f"{sum(c['network_s'] for c in row['cases']):.1f} s over {len(row['cases'])} cases, "
                       f"peak {row['peak_rss_gb']} GB" if "cases" in row else row["error"]), flush=True)
             record["phantom_cases"] = rows
+            record["phantom_cases_load_average"] = [load_at_start, round(os.getloadavg()[0], 1)]
         if a.part in ("fullsize", "both"):
+            load_at_start = round(os.getloadavg()[0], 1)
             full_models = make_full_size_models(a.models, tmp)
             study = tmp / "clinical"
             P.write_case(out_dir=study, **CLINICAL)
@@ -231,11 +238,8 @@ def main(argv=None) -> int:
                       f"{row.get('step2_argmax_agreement_random_weights')}, peak {row['peak_rss_gb']} GB", flush=True)
             record["fullsize_clinical_lumbar"] = {"study": CLINICAL, "network": "ResEnc-L (nnUNetPlannerResEncL "
                                                   "saved as nnUNetPlans), random weights", **rows}
-    record["load_average_at_end"] = round(os.getloadavg()[0], 1)
-    print(json.dumps(record, indent=1)[:3000])
-    if a.json:
-        a.json.write_text(json.dumps(record, indent=2) + "\n")
-    return 0
+            record["fullsize_load_average"] = [load_at_start, round(os.getloadavg()[0], 1)]
+    return finish_record(record, a.json)
 
 
 if __name__ == "__main__":
