@@ -36,22 +36,57 @@ def test_the_pipelines_totalspineseg_functions_come_without_the_rest_of_the_pack
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
-def test_a_run_up_to_its_first_network_imports_no_unused_library(tmp_path):
-    """The modules a run loads before step 1's network (app, pipeline, models, the functions of both steps):
-    none of totalspineseg's unused commands or what only they need, no torch._dynamo."""
+def test_a_whole_run_imports_no_unused_library_and_leaves_no_thread(phantom_study, tmp_path):
+    """A run of the pipeline (scan to SR and pictures): none of totalspineseg's unused commands or what only they
+    need, no torch._dynamo, no Holoscan or delivery library; pandas and httpx (imported by nnU-Net's imports)
+    still deferred, never run; and no thread left that an ordinary exit would wait for."""
+    study = phantom_study["dicom_files"][0].parent
     proc = run_python(f"""
-        import sys
+        import sys, threading
         from pathlib import Path
         import app.app
-        from spineseg.inference import two_step
-        two_step.load_models(Path({str(ROOT / "models")!r}), "cpu", "auto", "auto")
-        two_step.nnunet_import.utilities()
+        from spineseg.pipeline import run_all
+        from spineseg.report import RunReport
+        from spineseg.settings import AppConfig
+        out = Path({str(tmp_path / "out")!r})
+        run_all(AppConfig.from_settings(Path({str(study)!r}), out, None, {{}}, env={{}}), RunReport(out))
         loaded = [m for m in ("totalspineseg", "totalspineseg.utils.augment", "gryds", "cupy", "scipy.stats",
                               "torch._dynamo", "holoscan", "pynetdicom", "dicomweb_client") if m in sys.modules]
         assert loaded == [], loaded
+        run = [m for m in ("pandas", "httpx") if type(sys.modules[m]).__name__ != "Deferred"]
+        assert run == [], run
+        left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+        assert left == [], left
         print("ok")
     """)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_a_deferred_module_runs_once_at_its_first_use_into_the_same_object(tmp_path, monkeypatch):
+    from spineseg.inference import nnunet_import
+    (tmp_path / "deferred_probe.py").write_text("RUNS = []\nRUNS.append(1)\nVALUE = 42\n")
+    (tmp_path / "deferred_broken.py").write_text("raise RuntimeError('broken at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("deferred_probe", "deferred_broken", "deferred_absent"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        nnunet_import.defer_import(name)
+    assert "deferred_absent" not in sys.modules                 # not installed: its own import fails, as ever
+    probe = sys.modules["deferred_probe"]
+    assert type(probe) is nnunet_import.Deferred and probe.__file__.endswith("deferred_probe.py")
+    import inspect
+    inspect.getmodule(inspect)                                  # reads every module's __file__: runs nothing
+    assert type(probe) is nnunet_import.Deferred
+    assert probe.VALUE == 42 and probe.RUNS == [1] and type(probe) is type(sys)
+    import deferred_probe
+    assert deferred_probe is probe and probe.RUNS == [1]
+    broken = sys.modules["deferred_broken"]
+    for _ in range(2):                                          # its error at each use, as an import's would be
+        try:
+            broken.anything
+        except RuntimeError as exc:
+            assert str(exc) == "broken at import"
+        else:
+            raise AssertionError("a broken module ran without its error")
 
 
 def test_nnunets_cpu_notice_is_not_printed_and_anything_else_is(monkeypatch, capsys):
@@ -131,3 +166,22 @@ def test_a_thread_still_running_is_waited_for_as_by_an_ordinary_exit():
     """))
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert proc.stdout == "buffered, no newline thread done\nexit handler ran\n"
+
+
+def test_openvino_sends_no_usage_event_and_a_run_leaves_no_thread_behind(tmp_path):
+    """``import openvino`` would send Google Analytics an event from a forked process, in a thread that also holds
+    the process's exit (openvino_telemetry): through spineseg it uses OpenVINO's no-op stub, and after loading the
+    models and segmenting no thread is left that an ordinary exit would wait for."""
+    proc = run_python(f"""
+        import multiprocessing, sys, threading
+        from pathlib import Path
+        from spineseg.inference import two_step
+        m = two_step.load_models(Path({str(ROOT / "models")!r}), "cpu", "auto", "openvino")
+        import openvino.tools.ovc.telemetry_utils as t
+        assert t.tm.__name__ == "openvino.tools.ovc.telemetry_stub", t.tm
+        assert multiprocessing.active_children() == []
+        left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+        assert left == [], left
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -53,6 +53,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -66,6 +67,15 @@ from spineseg.errors import ModelError
 from spineseg.inference.checksums import sha256_of
 
 log = logging.getLogger(__name__)
+
+# ``import openvino`` imports its model converter, which sends a usage event to Google Analytics from a forked
+# process (openvino_telemetry, opt-out: a consent file in the home folder), on every run: the app must not call
+# out of a hospital's network, and the fork and the thread that waits up to 3 s for it cost every run (that
+# thread also holds the process's exit). Without the openvino_telemetry module OpenVINO uses its own no-op stub
+# (openvino.tools.ovc imports it on ImportError; None in sys.modules is that ImportError). Where OpenVINO was
+# imported before this module, nothing changes.
+if "openvino" not in sys.modules:
+    sys.modules.setdefault("openvino_telemetry", None)
 
 BACKENDS = ("torch", "openvino", "openvino-bf16")
 SETTINGS = ("auto", *BACKENDS)

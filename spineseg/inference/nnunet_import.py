@@ -12,6 +12,14 @@ answer is False, and once it is loaded the question goes to the real class. Noth
 changes. ``totalspineseg`` imports the same module (``totalspineseg.utils.predict_nnunet``), so
 :func:`totalspineseg` imports it through here first.
 
+Two libraries the predictor module's imports pull in are never used on the app's path (in-memory arrays, no
+remote or segmentation-map resampling): ``pandas`` (nnU-Net's resampling, for ``pd.unique`` of a segmentation
+resampled with separate z) and ``httpx`` (blosc2's remote tables, through acvl_utils' bounding boxes), with
+``rich`` and ``pygments``, about 0.35 s of every run. :func:`predictor_module` imports them *deferred*
+(:class:`Deferred`): the module object is in ``sys.modules`` and bound where it is imported, and runs its code
+the first time any attribute other than its import-system ones (``__file__``, ``__spec__``, ...) is read, so
+any use finds the real module, the same object, as an ordinary import would have made it.
+
 :func:`utilities` gives the app the few totalspineseg functions it runs (``UTILITIES``) without the package's
 ``__init__``, which imports every one of its commands: its ``augment`` alone pulls in ``gryds`` (and with it
 ``cupy``), ``scipy.stats`` and ``torchio``'s datasets, about 0.6 s of every run that no step uses.
@@ -23,11 +31,13 @@ import importlib
 import importlib.util
 import io
 import sys
+import threading
 import types
 from functools import cache
 
 PREDICTOR = "nnunetv2.inference.predict_from_raw_data"
 DYNAMO = "torch._dynamo"
+DEFERRED = ("pandas", "httpx")       # imported by the predictor module's imports, unused on the app's path
 
 
 class _DeferredInstanceCheck(type):
@@ -47,12 +57,53 @@ class _Placeholder(types.ModuleType):
     """``torch._dynamo`` as the predictor module's import sees it, for the length of that import only."""
 
 
+class Deferred(types.ModuleType):
+    """A module imported, but whose code runs the first time one of its attributes is read (as
+    ``importlib.util.LazyLoader``'s, which however runs it for any attribute at all: ``inspect.getmodule``,
+    which torch calls as it registers operators, reads ``__file__`` of every module in ``sys.modules``). The
+    attributes the import system sets are read without running it; the first other read runs it, once, into
+    this same object, which is then an ordinary module."""
+
+    _IMPORT_SYSTEM = frozenset({"__name__", "__file__", "__spec__", "__loader__", "__path__", "__package__",
+                                "__cached__", "__dict__", "__class__", "__doc__"})
+    _lock = threading.RLock()
+
+    def __getattribute__(self, attr):
+        if attr not in Deferred._IMPORT_SYSTEM:
+            with Deferred._lock:
+                namespace = object.__getattribute__(self, "__dict__")
+                loader = namespace.pop("_deferred_loader", None)
+                if loader is not None:
+                    try:
+                        loader.exec_module(self)
+                    except BaseException:
+                        namespace["_deferred_loader"] = loader       # its error again at the next use
+                        raise
+                    object.__setattr__(self, "__class__", types.ModuleType)
+        return object.__getattribute__(self, attr)
+
+
+def defer_import(name: str) -> None:
+    """Put ``name`` in ``sys.modules`` as a :class:`Deferred` module, where it is not imported yet and exists."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return                          # not installed: its import fails where it is made, as ever
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__["_deferred_loader"] = spec.loader
+    module.__class__ = Deferred
+    sys.modules[name] = module
+
+
 def predictor_module() -> types.ModuleType:
     """``nnunetv2.inference.predict_from_raw_data``, imported without ``torch._dynamo`` where that is not
     loaded already (then it is the plain import)."""
     if PREDICTOR in sys.modules or DYNAMO in sys.modules:
         return importlib.import_module(PREDICTOR)
     import torch  # noqa: F401  (the real torch first: only its _dynamo is held back)
+    for name in DEFERRED:
+        defer_import(name)
     placeholder = _Placeholder(DYNAMO)
     placeholder.OptimizedModule = OptimizedModuleTest
     sys.modules[DYNAMO] = placeholder

@@ -180,6 +180,8 @@ class LoadedModel:
 
     def __init__(self, folder: Path, device: str = "cpu", backend: str = "torch", cache_dir: Path | None = None):
         import torch
+        # nnU-Net's modules as nnunet_import imports them (no torch._dynamo; pandas and httpx deferred), first
+        nnunet_import.predictor_module()
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
