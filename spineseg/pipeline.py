@@ -24,7 +24,8 @@ from spineseg.outputs.measurements import measure_levels, measurements_table
 from spineseg.report import RunReport, structures_found
 from spineseg.outputs.review_image import render_review, write_png
 from spineseg.outputs.sc_writer import build_review_sc, build_table_sc
-from spineseg.outputs.seg_writer import build_seg, encoding_record, weights_release, write_label_nifti, write_seg
+from spineseg.outputs.seg_writer import (build_seg, encoding_record, read_standard_tables_in_background,
+                                        weights_release, write_label_nifti, write_seg)
 from spineseg.input.selection import select_series
 from spineseg.outputs.sr_writer import build_measurement_sr
 from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
@@ -86,7 +87,11 @@ def load_series(series: SeriesInfo, cfg: AppConfig, report: RunReport) -> Volume
 def segment(volume: Volume, models: ModelPair, report: RunReport, memo: NetworkMemo | None = None,
             **partner) -> SegmentationResult:
     """``volume`` through both steps (``partner``: the localizer and localizer_name that name its levels)."""
-    return segment_volume(volume.array, volume.affine, models, on_stage=report.record_stage, dicom_stack=True,
+    def on_stage(name: str, seconds: float) -> None:
+        report.record_stage(name, seconds)
+        if name == "preprocess":        # step 1's network next: nnU-Net's resampling leaves a core to spare
+            read_standard_tables_in_background()
+    return segment_volume(volume.array, volume.affine, models, on_stage=on_stage, dicom_stack=True,
                           memo=memo, **partner)
 
 

@@ -185,3 +185,39 @@ def test_openvino_sends_no_usage_event_and_a_run_leaves_no_thread_behind(tmp_pat
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_the_models_load_with_the_collector_paused_and_are_then_frozen():
+    """two_step.loading_without_collection: no cyclic collection while loading, what was loaded frozen out of later
+    full collections, and the collector left as it was found (enabled or not)."""
+    import gc
+
+    from spineseg.inference.two_step import loading_without_collection
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            with loading_without_collection():
+                assert not gc.isenabled()
+                kept = [[i] for i in range(1000)]
+            assert gc.isenabled() == enabled and gc.get_freeze_count() >= len(kept)
+            gc.unfreeze()
+    finally:
+        (gc.enable if was else gc.disable)()
+        gc.unfreeze()
+
+
+def test_highdicoms_tables_are_read_once_in_the_background_and_the_seg_waits_for_them():
+    proc = run_python("""
+        import sys, threading
+        from spineseg.outputs import seg_writer
+        seg_writer.read_standard_tables_in_background()
+        first = seg_writer._tables_read
+        seg_writer.read_standard_tables_in_background()
+        assert seg_writer._tables_read is first and first.daemon and first.name == "spineseg-dicom-tables"
+        first.join()
+        from highdicom._standard_utils import get_module_attribute_map
+        assert get_module_attribute_map.cache_info().currsize == 1
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,30 @@ def compose_long_string(parts: list[str], limit: int = 64) -> str:
     return text
 
 
+_tables_read: threading.Thread | None = None
+
+
+def _read_standard_tables() -> None:
+    try:
+        from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+        get_sop_class_iod_map(), get_iod_module_map(), get_module_attribute_map()
+    except Exception:       # whatever fails here fails again where the SEG is made, and is reported there
+        pass
+
+
+def read_standard_tables_in_background() -> None:
+    """Start reading highdicom's tables of the DICOM standard in a background thread, once per process.
+
+    highdicom reads them (its module attribute map is a 22 MB JSON: 0.3 s here) when the first SEG, SR or
+    Secondary Capture of a process is made. The pipeline starts this as the networks begin: nnU-Net's
+    resampling leaves the GIL and a core free for most of that time. :func:`build_seg` waits for it; the
+    tables are highdicom's own, cached as ever, so the objects are the same."""
+    global _tables_read
+    if _tables_read is None:
+        _tables_read = threading.Thread(target=_read_standard_tables, name="spineseg-dicom-tables", daemon=True)
+        _tables_read.start()
+
+
 SHARED_GEOMETRY = ("PlaneOrientationSequence", "PixelMeasuresSequence")
 
 
@@ -211,6 +236,8 @@ def build_seg(source_datasets: list[Dataset], labels: np.ndarray, model_descript
     """
     import highdicom as hd
 
+    if _tables_read is not None:
+        _tables_read.join()         # highdicom's tables, read while the networks ran
     settings = settings or SegSettings()
     settings.validate()
     n_frames = sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for ds in source_datasets)
