@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 from spineseg import APP_NAME, __version__
-from spineseg.outputs.atomic import write_dicom_atomic, write_json_atomic
+from spineseg.outputs.atomic import write_bytes_atomic, write_dicom_atomic, write_json_atomic
 from spineseg.delivery.send import deliver_all
 from spineseg.input.dicom_input import ScanResult, SeriesInfo, Volume, load_volume, preflight, scan_dicom
 from spineseg import logsafe
@@ -22,12 +23,12 @@ from spineseg.input.localizer import partner_candidates, same_frame
 from spineseg.outputs.measurement_table import render_measurement_table
 from spineseg.outputs.measurements import measure_levels, measurements_table
 from spineseg.report import RunReport, structures_found
-from spineseg.outputs.review_image import render_review, write_png
+from spineseg.outputs.review_image import encode_png, render_review
 from spineseg.outputs.sc_writer import build_review_sc, build_table_sc
 from spineseg.outputs.seg_writer import (build_seg, encoding_record, read_standard_tables_in_background,
                                         weights_release, write_label_nifti, write_seg)
 from spineseg.input.selection import select_series
-from spineseg.outputs.sr_writer import build_measurement_sr
+from spineseg.outputs.sr_writer import build_measurement_sr, measured_values
 from spineseg.settings import DEFAULT_MODELS, AppConfig, load_settings  # noqa: F401 (the app imports them from here)
 from spineseg.study import StudyMemo
 
@@ -394,24 +395,68 @@ def dicom_record(kind: str, ds, path: Path) -> dict:
             "sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID)}
 
 
+class _Background:
+    """``function(*args)`` in a daemon thread; :meth:`result` waits for it and returns its value or raises its
+    error. For pictures: numpy, scipy and zlib leave the GIL, so they are drawn and encoded on the second core
+    while the main thread builds the SEG's companions (highdicom, pure Python)."""
+
+    def __init__(self, function, *args, **kwargs):
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(function, args, kwargs), daemon=True,
+                                        name="spineseg-picture")
+        self._thread.start()
+
+    def _run(self, function, args, kwargs) -> None:
+        try:
+            self._value = function(*args, **kwargs)
+        except BaseException as exc:   # raised again by result(), in the thread that uses it
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _review_picture(volume: Volume, labels, phantom: bool, footer: list[str]) -> tuple:
+    rgb, plane = render_review(volume.array, labels, volume.affine, phantom=phantom, footer=footer)
+    return rgb, plane, encode_png(rgb)
+
+
+def _table_picture(levels: list, phantom: bool, footer: list[str]) -> tuple:
+    table = render_measurement_table(levels, phantom=phantom, footer=footer)
+    return table.rgb, encode_png(table.rgb)
+
+
 def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: ModelPair, cfg: AppConfig,
                        report: RunReport, stem: str, entry: dict, sources: list, source_labels) -> None:
     """Beside the SEG: per-level measurements (JSON and DICOM SR TID 1500) and the review picture (PNG and
     DICOM Secondary Capture), each optional (``spineseg.outputs``); with both, and an SR written, the
-    measurement table too (PNG, and the second image of the review series); all written atomically and listed."""
+    measurement table too (PNG, and the second image of the review series); all written atomically and listed.
+
+    The pictures are drawn and encoded in the background (:class:`_Background`) while the measurements and the
+    SR are made (where the pictures' numpy, scipy and zlib leave the GIL, highdicom's pure Python goes on); each
+    is written in its own stage, in the same order as ever, so a stage's time is what it still had to wait for
+    and write."""
     phantom = models.kind == "phantom"
+    footer = review_footer(result, models)
+    review = _Background(_review_picture, volume, result.labels, phantom, footer) if cfg.outputs.review_image else None
+    table = None
     if cfg.outputs.measurements:
         with report.stage("measure"):
             levels = measure_levels(result.labels, volume.affine)
-            table = measurements_table(levels)
+            rows = measurements_table(levels)
             json_path = write_json_atomic(cfg.output_dir / f"{stem}_measurements.json",
                                           {"series_instance_uid": volume.series.series_uid,
                                            "phantom_model": phantom, "definitions": "docs/outputs.md#measurements",
-                                           "levels": table})
+                                           "levels": rows})
+        if review is not None and measured_values(levels):      # an SR will be written: the table goes with it
+            table = _Background(_table_picture, levels, phantom, footer)
         with report.stage("write_sr"):
             sr = build_measurement_sr(seg, sources, levels, phantom, volume)
             sr_path = write_dicom_atomic(sr, cfg.output_dir / f"{stem}_measurements_sr.dcm") if sr else None
-        entry["measurements"] = table
+        entry["measurements"] = rows
         entry["outputs"]["measurements_json"] = json_path.name
         report.add_output(json_path)
         if sr is None:
@@ -421,11 +466,10 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
             entry["outputs"]["measurements_sr"] = sr_path.name
             entry["dicom_outputs"].append(dicom_record("sr", sr, sr_path))
             report.add_output(sr_path)
-    if cfg.outputs.review_image:
+    if review is not None:
         with report.stage("review_image"):
-            footer = review_footer(result, models)
-            rgb, plane = render_review(volume.array, result.labels, volume.affine, phantom=phantom, footer=footer)
-            png = write_png(rgb, cfg.output_dir / f"{stem}_review.png")
+            rgb, plane, png_bytes = review.result()
+            png = write_bytes_atomic(cfg.output_dir / f"{stem}_review.png", png_bytes)
             sc = build_review_sc(volume, rgb, plane, str(seg.SOPInstanceUID), phantom)
             sc_path = write_dicom_atomic(sc, cfg.output_dir / f"{stem}_review_sc.dcm")
         entry["outputs"].update({"review_png": png.name, "review_sc": sc_path.name})
@@ -434,9 +478,9 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
         report.add_output(sc_path)
         if "measurements_sr" in entry["outputs"]:     # the SR's values, for the viewers that show no SR
             with report.stage("measurement_table"):
-                table = render_measurement_table(levels, phantom=phantom, footer=footer)
-                table_png = write_png(table.rgb, cfg.output_dir / f"{stem}_measurements_table.png")
-                table_sc = build_table_sc(volume, table.rgb, plane, str(seg.SOPInstanceUID), phantom)
+                table_rgb, table_bytes = table.result()
+                table_png = write_bytes_atomic(cfg.output_dir / f"{stem}_measurements_table.png", table_bytes)
+                table_sc = build_table_sc(volume, table_rgb, plane, str(seg.SOPInstanceUID), phantom)
                 table_path = write_dicom_atomic(table_sc, cfg.output_dir / f"{stem}_measurements_table_sc.dcm")
             entry["outputs"].update({"measurements_table_png": table_png.name,
                                      "measurements_table_sc": table_path.name})

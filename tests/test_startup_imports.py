@@ -221,3 +221,19 @@ def test_highdicoms_tables_are_read_once_in_the_background_and_the_seg_waits_for
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_a_background_picture_gives_its_value_or_raises_its_error_where_it_is_used():
+    from spineseg.pipeline import _Background
+
+    def fails():
+        raise FileNotFoundError("DejaVu Sans Bold not found")
+    assert _Background(lambda a, b=0: a + b, 2, b=3).result() == 5
+    job = _Background(fails)
+    for _ in range(2):
+        try:
+            job.result()
+        except FileNotFoundError as exc:
+            assert "DejaVu" in str(exc)
+        else:
+            raise AssertionError("the error was lost")

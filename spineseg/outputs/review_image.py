@@ -176,13 +176,17 @@ def _draw_tags(draw, labels: np.ndarray, font, top: int) -> None:
                 draw.line([(x + (4 if side == "left" else -4), top + y), (target, top + row)], fill=colour, width=2)
 
 
-def write_png(rgb: np.ndarray, path: Path) -> Path:
-    """The picture as PNG, written atomically."""
+def encode_png(rgb: np.ndarray) -> bytes:
+    """The picture as PNG bytes (zlib at its smallest: PIL's ``optimize``; the encoder leaves the GIL)."""
     import io
 
     from PIL import Image
-
-    from spineseg.outputs.atomic import write_bytes_atomic
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
-    return write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_png(rgb: np.ndarray, path: Path) -> Path:
+    """The picture as PNG, written atomically."""
+    from spineseg.outputs.atomic import write_bytes_atomic
+    return write_bytes_atomic(path, encode_png(rgb))
