@@ -1,5 +1,6 @@
 """Entry point of ``python app ...`` (the MONAI Deploy app folder convention) and of the ``spine-seg`` command."""
 import atexit
+import gc
 import importlib
 import os
 import resource
@@ -62,7 +63,15 @@ def run() -> NoReturn:
     ``spine-seg`` command imports this file as ``app.__main__`` of the package ``app``.
     """
     _raise_stack_limit()
-    _leave(importlib.import_module("app.app" if __package__ else "app").main())
+    # the app's imports (pydicom, scipy, nibabel: some 100,000 lasting objects, no garbage) without the cyclic
+    # collector walking them, then out of its way, as spineseg.inference.two_step does for the models' imports
+    gc.disable()
+    try:
+        app = importlib.import_module("app.app" if __package__ else "app")
+    finally:
+        gc.freeze()
+        gc.enable()
+    _leave(app.main())
 
 
 if __name__ == "__main__":
