@@ -11,7 +11,7 @@ For one study (default: the demo study, `make demo`'s phantom) and one backend:
    and interleaved with the current tree's runs, so that both meet the same load on a shared machine; the
    record's ``before`` holds its figures, the rest of the record the current tree's (issue 28's before/after).
 
-    python bench/stage_profile.py [--backend openvino] [--runs 2] [--before REV] [--top 30]
+    python -m bench.stage_profile [--backend openvino] [--runs 2] [--before REV] [--top 30]
                                   [--json bench/results/stage_profile_demo.json]
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ NETWORK_STAGES = ("step1_network", "step2_network")
 
 PROFILED = """
 import cProfile, pstats, sys, io
-sys.path[:0] = [{root!r}]
 from pathlib import Path
 from spineseg.pipeline import run_all
 from spineseg.report import RunReport
@@ -54,7 +53,6 @@ print("PROFILE" + __import__("json").dumps(rows[:{top}]))
 
 FUNCTIONS = """
 import copy, json, sys, time
-sys.path[:0] = [{root!r}]
 from pathlib import Path
 import numpy as np
 from spineseg.inference import postprocess, two_step
@@ -97,7 +95,7 @@ def function_profile(fov: str, backend: str, models: Path, tmp: Path, env: dict)
     study = tmp / f"study-{fov}"
     subprocess.run([sys.executable, str(ROOT / "tools" / "phantom.py"), "--seed", "11", "--fov", fov,
                     "--out", str(study)], check=True, capture_output=True)
-    script = FUNCTIONS.format(root=str(ROOT), study=str(study / "dicom"), models=str(models), backend=backend)
+    script = FUNCTIONS.format(study=str(study / "dicom"), models=str(models), backend=backend)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"function profile failed:\n{proc.stderr[-3000:]}")
@@ -169,7 +167,7 @@ def main(argv=None) -> int:
                 runs[name].append(app_run(study, tmp / f"measured-{name}-{i}", env, root))
         after = summary(runs["after"])
         functions = function_profile(a.functions_fov, a.backend, a.models, tmp, env) if a.functions_fov else None
-        script = PROFILED.format(root=str(ROOT), study=str(study), out=str(tmp / "profiled"), models=str(a.models),
+        script = PROFILED.format(study=str(study), out=str(tmp / "profiled"), models=str(a.models),
                                  top=a.top)
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -181,7 +179,7 @@ def main(argv=None) -> int:
         "recorded": {"date": datetime.date.today().isoformat(), "commit": commit_of("HEAD"),
                      "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "load_average_1min": round(os.getloadavg()[0], 2),
-                     "command": "python bench/stage_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])},
+                     "command": "python -m bench.stage_profile " + " ".join(argv if argv is not None else sys.argv[1:])},
         **after,
         **({"before": {"commit": commit_of(a.before), **summary(runs["before"])}} if a.before else {}),
         **({"postprocess_functions": functions} if functions else {}),

@@ -96,18 +96,12 @@ DEV_DIRS = ("tools", "bench")
 PATH_EDIT = re.compile(r"sys\.path\s*(\.(insert|append|extend)\s*\(|\[[^\]]*\]\s*\+?=|\+?=)|site\.addsitedir\(")
 # the modules a bare `import NAME` could only find with a folder of the checkout on sys.path
 DEV_MODULES = {p.stem for d in (*DEV_DIRS, "tests") for p in (ROOT / d).glob("*.py")} | {"browser"}
-# files other engineers own that still edit sys.path or import a dev module by its bare name, and what they need:
-# remove each entry once its file is changed
-PENDING = {
-    "bench/stage_profile.py": "drop the two `sys.path[:0] = [root]` lines of its child-process scripts (spineseg is "
-                              "installed, editable from this checkout)",
-}
 
 
 def dev_files():
     for d in DEV_DIRS:
         for path in sorted((ROOT / d).rglob("*.py")):
-            if "__pycache__" not in path.parts and str(path.relative_to(ROOT)) not in PENDING:
+            if "__pycache__" not in path.parts:
                 yield path
 
 
