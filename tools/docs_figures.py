@@ -36,6 +36,8 @@ NOT_QUOTED = {
     "network_speed_cpu.json": "plain PyTorch network timing before the in-process backends; "
                               "backends.json's torch row replaces it",
     "measurements_demo.json": "measurement-by-measurement values, read by tests/test_reading_aids.py, not a figure",
+    "study_profile.json": "issue 28's several-series check (models loaded once, each step once per series); "
+                          "not yet a generated figure",
 }
 # bench/agreement.py's keys, and the names records made before it gave the same figures (bench/backends.py:
 # all_voxels, foreground; bench/reference_agreement*.py: agreement)
