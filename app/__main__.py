@@ -1,6 +1,5 @@
 """Entry point of ``python app ...`` (the MONAI Deploy app folder convention) and of the ``spine-seg`` command."""
 import atexit
-import gc
 import importlib
 import os
 import resource
@@ -64,13 +63,10 @@ def run() -> NoReturn:
     """
     _raise_stack_limit()
     # the app's imports (pydicom, scipy, nibabel: some 100,000 lasting objects, no garbage) without the cyclic
-    # collector walking them, then out of its way, as spineseg.inference.two_step does for the models' imports
-    gc.disable()
-    try:
+    # collector walking them, then out of its way, as the models' load is (spineseg.collection)
+    from spineseg.collection import collection_paused
+    with collection_paused():
         app = importlib.import_module("app.app" if __package__ else "app")
-    finally:
-        gc.freeze()
-        gc.enable()
     _leave(app.main())
 
 

@@ -476,7 +476,7 @@ def write_reading_aids(volume: Volume, result: SegmentationResult, seg, models: 
         entry["dicom_outputs"].append(dicom_record("sc", sc, sc_path))
         report.add_output(png)
         report.add_output(sc_path)
-        if "measurements_sr" in entry["outputs"]:     # the SR's values, for the viewers that show no SR
+        if table is not None:     # the SR's values, for the viewers that show no SR (drawn where an SR is written)
             with report.stage("measurement_table"):
                 table_rgb, table_bytes = table.result()
                 table_png = write_bytes_atomic(cfg.output_dir / f"{stem}_measurements_table.png", table_bytes)

@@ -50,6 +50,14 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+def inspected(tag: str, build: str) -> dict:
+    """`docker image inspect` of ``tag``; skips (fails under SPINESEG_REQUIRE_IMAGE) naming ``build`` without it."""
+    inspect = docker("image", "inspect", tag)
+    if inspect.returncode != 0:
+        unavailable(f"image {tag} not built: {build}")
+    return json.loads(inspect.stdout)[0]
+
+
 @pytest.fixture(scope="module")
 def image() -> dict:
     if shutil.which("docker") is None:
@@ -60,18 +68,12 @@ def image() -> dict:
         info = None
     if info is None or info.returncode != 0:
         unavailable("no Docker engine (docker info failed); tools/container_engine.sh starts one, then make image")
-    inspect = docker("image", "inspect", IMAGE)
-    if inspect.returncode != 0:
-        unavailable(f"image {IMAGE} not built: make image")
-    return json.loads(inspect.stdout)[0]
+    return inspected(IMAGE, "make image")
 
 
 @pytest.fixture(scope="module")
 def gpu_image(image) -> dict:
-    inspect = docker("image", "inspect", GPU_IMAGE)
-    if inspect.returncode != 0:
-        unavailable(f"image {GPU_IMAGE} not built: make image GPU=1")
-    return json.loads(inspect.stdout)[0]
+    return inspected(GPU_IMAGE, "make image GPU=1")
 
 
 def readable_by_all(path):

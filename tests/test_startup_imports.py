@@ -188,16 +188,16 @@ def test_openvino_sends_no_usage_event_and_a_run_leaves_no_thread_behind(tmp_pat
 
 
 def test_the_models_load_with_the_collector_paused_and_are_then_frozen():
-    """two_step.loading_without_collection: no cyclic collection while loading, what was loaded frozen out of later
+    """spineseg.collection.collection_paused: no cyclic collection while loading, what was loaded frozen out of later
     full collections, and the collector left as it was found (enabled or not)."""
     import gc
 
-    from spineseg.inference.two_step import loading_without_collection
+    from spineseg.collection import collection_paused
     was = gc.isenabled()
     try:
         for enabled in (True, False):
             (gc.enable if enabled else gc.disable)()
-            with loading_without_collection():
+            with collection_paused():
                 assert not gc.isenabled()
                 kept = [[i] for i in range(1000)]
             assert gc.isenabled() == enabled and gc.get_freeze_count() >= len(kept)

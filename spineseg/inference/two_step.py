@@ -10,7 +10,6 @@ without ``torch._dynamo`` (``spineseg.inference.nnunet_import``).
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from spineseg.collection import collection_paused
 from spineseg.errors import InputError, ModelError
 from spineseg.inference import backends, nnunet_import, postprocess
 from spineseg.inference.checksums import sha256_remembered
@@ -329,23 +329,6 @@ def pick_device(setting: str = "auto") -> str:
     return setting
 
 
-@contextlib.contextmanager
-def loading_without_collection():
-    """Python's cyclic garbage collector paused while the models load, and what is then in memory moved out of
-    its way (``gc.freeze``). Loading imports torch, nnU-Net and OpenVINO (some 300,000 long-lived objects, next
-    to no garbage); every full collection walks all of them again: three during the load and three more while
-    the SEG and the SR are made took 0.9 s of a demo run here, 0.2 s once they are frozen. Frozen objects are
-    still freed when no longer referenced; only a reference cycle among them is never collected."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
 def load_models(models_dir: Path, device: str = "auto", release: str = "auto", backend: str = "torch") -> ModelPair:
     """Load both steps once per process; later calls with the same folder reuse them.
 
@@ -353,7 +336,8 @@ def load_models(models_dir: Path, device: str = "auto", release: str = "auto", b
     otherwise; the app passes its ``SPINESEG_BACKEND`` setting (default ``auto``).
     """
     with _CACHE_LOCK:
-        with loading_without_collection() if not _CACHE else contextlib.nullcontext():
+        # the first load (torch, nnU-Net, OpenVINO: some 300,000 lasting objects) out of the collector's way
+        with collection_paused() if not _CACHE else contextlib.nullcontext():
             device = pick_device(device)
             backend = backends.resolve(backend, device)
             key = (str(Path(models_dir).resolve()), device, release, backend)
